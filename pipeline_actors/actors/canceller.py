@@ -1,0 +1,66 @@
+"""The canceller: turns one cancel request into a broadcast every actor obeys."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+
+from ..logs import actor_logger
+from ..mailbox import CANCELLER, MASTER, MONITOR, Transport, control_address
+from ..messages import Cancel, CancelRequest, Shutdown
+from ..settings import RunSettings
+from .process import SupervisorWatch, prepare_actor_process
+
+
+def canceller_main(
+    transport: Transport, settings: RunSettings, worker_ids: Iterable[str]
+) -> None:
+    """Run the canceller; the entry point of its process."""
+    prepare_actor_process(settings)
+    sys.exit(Canceller(transport, settings, worker_ids).run())
+
+
+class Canceller:
+    """Relays the first cancel request of a run to the master, monitor and workers.
+
+    Later requests are logged and dropped: a run is cancelled once, for the
+    first reason given.
+    """
+
+    def __init__(
+        self, transport: Transport, settings: RunSettings, worker_ids: Iterable[str]
+    ) -> None:
+        self.log = actor_logger("canceller", settings.run_id)
+        self._inbox = transport.mailbox(CANCELLER)
+        addresses = [MASTER, MONITOR, *(control_address(w) for w in worker_ids)]
+        self._targets = [transport.mailbox(address) for address in addresses]
+        self._supervisor = SupervisorWatch(settings.supervisor_pid)
+        self._settings = settings
+        self.cancelled: Cancel | None = None
+
+    def run(self) -> int:
+        self.log.debug("Started")
+        while True:
+            message = self._inbox.get(timeout=self._settings.heartbeat_interval)
+            if isinstance(message, Shutdown):
+                self.log.debug("Stopped: {}", message.reason)
+                return 0
+            if isinstance(message, CancelRequest):
+                self.request_received(message)
+            elif message is None and not self._supervisor.alive():
+                self.log.error("Supervisor is gone; stopping")
+                return 1
+
+    def request_received(self, request: CancelRequest) -> None:
+        if self.cancelled is not None:
+            self.log.debug("Already cancelled; ignoring {}", request.reason)
+            return
+        self.cancelled = Cancel(request.reason, request.origin)
+        self.log.info(
+            "Cancelling the run ({}, from {}); telling {} actors",
+            request.reason,
+            request.origin,
+            len(self._targets),
+        )
+        for target in self._targets:
+            target.put(self.cancelled)

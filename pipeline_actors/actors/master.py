@@ -1,0 +1,233 @@
+"""The master actor: moves messages between the mailboxes and `MasterState`."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+import cloudpickle
+
+from ..console import Reporter
+from ..execution import restore_filenames
+from ..graph import Graph
+from ..logs import actor_logger
+from ..mailbox import CANCELLER, MASTER, Transport, worker_address
+from ..messages import (
+    MASTER_ID,
+    Assign,
+    Cancel,
+    CancelRequest,
+    Outcome,
+    RegisterWorker,
+    ResultEvent,
+    Welcome,
+    WorkerLostEvent,
+)
+from ..module import Module
+from ..report import ModuleReport, RunReport
+from ..settings import RunSettings
+from ..state import Dispatch, Finish, Instruction, MasterState, StatusChange
+from .pinned import PinnedRunner
+
+TICK = 0.2
+"""Seconds between two checks of the deadlines and of the worker processes."""
+
+
+class MasterActor:
+    """Owns the run: registers workers, routes modules, stores results.
+
+    Args:
+        graph: The validated graph of `modules`.
+        modules: The module classes by name.
+        transport: The run's mailboxes.
+        settings: The run's settings.
+        reporter: Receives every change, for the console.
+        expected_workers: Workers that will register; once they all have, a
+            module none of them can run fails at once.
+        find_dead_workers: Called every tick; returns workers whose process has
+            died, so they are handled before their heartbeats time out.
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        modules: Mapping[str, type[Module]],
+        transport: Transport,
+        settings: RunSettings,
+        reporter: Reporter,
+        expected_workers: int,
+        find_dead_workers: Callable[[], Iterable[str]] = lambda: (),
+    ) -> None:
+        self.graph = graph
+        self.settings = settings
+        self.log = actor_logger("master", settings.run_id)
+        self.state = MasterState(
+            graph,
+            max_attempts=settings.max_attempts,
+            capability_timeout=settings.capability_timeout,
+            workers_may_join=expected_workers > 0,
+            cancel_grace=settings.cancel_grace,
+        )
+        self._transport = transport
+        self._inbox = transport.mailbox(MASTER)
+        self._canceller = transport.mailbox(CANCELLER)
+        self._reporter = reporter
+        self._expected_workers = expected_workers
+        self._find_dead_workers = find_dead_workers
+        self._modules = dict(modules)
+        self._modules_payload = cloudpickle.dumps(dict(modules), protocol=5)
+        self._pinned = PinnedRunner(
+            modules, settings.run_id, self._inbox.put, self.request_cancel
+        )
+        self._registered: set[str] = set()
+        self._results: dict[str, bytes] = {}
+        self._outputs: dict[str, str] = {}
+        self._exit_code = None
+
+    def request_cancel(self, reason: str) -> None:
+        """Ask the canceller to stop the run; safe to call from a signal handler."""
+        self._canceller.put(CancelRequest(reason, origin="master"))
+
+    def run(self) -> RunReport:
+        """Drive the run to its end and return its report."""
+        started = time.perf_counter()
+        self.log.debug("Started with {} modules", len(self.graph))
+        now = time.monotonic()
+        self._apply(
+            self.state.worker_registered(MASTER_ID, frozenset(), now, is_master=True)
+        )
+        self._apply(self.state.start(now))
+
+        next_tick = now + TICK
+        while self._exit_code is None:
+            message = self._inbox.get(timeout=TICK)
+            now = time.monotonic()
+            if message is not None:
+                self._handle(message, now)
+            if now >= next_tick:
+                self._tick(now)
+                next_tick = now + TICK
+
+        self.log.debug("Finished with exit status {}", int(self._exit_code))
+        return self._report(time.perf_counter() - started)
+
+    def _handle(self, message: object, now: float) -> None:
+        if isinstance(message, ResultEvent):
+            self._result_received(message, now)
+        elif isinstance(message, RegisterWorker):
+            self._register(message, now)
+        elif isinstance(message, WorkerLostEvent):
+            self._apply(self.state.worker_lost(message.worker_id, now))
+        elif isinstance(message, Cancel):
+            self.log.warning(
+                "Run cancelled: {} (from {})", message.reason, message.origin
+            )
+            self._pinned.cancel()
+            self._apply(self.state.cancel(message.reason, now))
+        else:
+            self.log.warning("Ignored unexpected {}", type(message).__name__)
+
+    def _tick(self, now: float) -> None:
+        for worker_id in self._find_dead_workers():
+            self.log.warning("Worker {} died", worker_id)
+            self._apply(self.state.worker_lost(worker_id, now))
+        self._apply(self.state.timer_fired(now))
+
+    def _register(self, registration: RegisterWorker, now: float) -> None:
+        worker_id = registration.worker_id
+        self.log.info(
+            "Worker {} registered (pid {} on {}) with capabilities {}",
+            worker_id,
+            registration.pid,
+            registration.host,
+            sorted(registration.capabilities),
+        )
+        # The welcome goes out before any assignment, so the worker has the
+        # module classes by the time it reads one.
+        welcome = Welcome(
+            self.settings.run_id,
+            self._modules_payload,
+            self.settings.heartbeat_interval,
+        )
+        self._transport.mailbox(worker_address(worker_id)).put(welcome)
+        self._registered.add(worker_id)
+        self._reporter.worker_joined(worker_id, registration.capabilities)
+
+        self._apply(
+            self.state.worker_registered(worker_id, registration.capabilities, now)
+        )
+        if len(self._registered) >= self._expected_workers:
+            self._apply(self.state.close_registration(now))
+
+    def _result_received(self, result: ResultEvent, now: float) -> None:
+        if result.error is not None:
+            path = _source_file(self._modules.get(result.module))
+            result = dataclasses.replace(
+                result, error=restore_filenames(result.error, path)
+            )
+        record = self.state.records.get(result.module)
+        if record is not None and not record.status.is_terminal:
+            self._outputs[result.module] = result.output
+            if result.outcome is Outcome.SUCCEEDED and result.value is not None:
+                self._results[result.module] = result.value
+        else:
+            self.log.info(
+                "Ignored a late result of {} from worker {}",
+                result.module,
+                result.worker_id,
+            )
+        self._apply(self.state.result_received(result, now))
+
+    def _apply(self, instructions: list[Instruction]) -> None:
+        for instruction in instructions:
+            if isinstance(instruction, Dispatch):
+                self._dispatch(instruction)
+            elif isinstance(instruction, StatusChange):
+                output = self._outputs.get(instruction.module, "")
+                self._reporter.status_changed(instruction, output)
+            elif isinstance(instruction, Finish):
+                self._exit_code = instruction.exit_code
+
+    def _dispatch(self, dispatch: Dispatch) -> None:
+        spec = self.graph.specs[dispatch.module]
+        inputs = {name: self._results[name] for name in spec.dependencies}
+        assign = Assign(dispatch.module, dispatch.attempt, inputs)
+        self.log.debug(
+            "Assigned {} (attempt {}) to worker {}",
+            dispatch.module,
+            dispatch.attempt,
+            dispatch.worker_id,
+        )
+        if dispatch.worker_id == MASTER_ID:
+            self._pinned.start(assign)
+        else:
+            self._transport.mailbox(worker_address(dispatch.worker_id)).put(assign)
+        self._reporter.module_started(dispatch)
+
+    def _report(self, wall_time: float) -> RunReport:
+        modules = {
+            name: ModuleReport(
+                name=name,
+                status=record.status,
+                worker_id=record.worker_id,
+                duration=record.duration,
+                attempts=record.attempts,
+                detail=record.detail,
+                output=self._outputs.get(name, ""),
+            )
+            for name, record in self.state.records.items()
+        }
+        return RunReport(
+            self.settings.run_id, self._exit_code, wall_time, modules, self._results
+        )
+
+
+def _source_file(cls: type[Module] | None) -> str | None:
+    if cls is None:
+        return None
+    try:
+        return inspect.getsourcefile(cls)
+    except TypeError:
+        return None

@@ -1,0 +1,293 @@
+"""The worker actor: runs one assigned module at a time and reports the result."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+import cloudpickle
+import psutil
+
+from ..capture import FileDescriptorCapture
+from ..context import Context
+from ..errors import ModuleCancelled
+from ..execution import Interruptible, call_module
+from ..logs import actor_logger
+from ..mailbox import (
+    CANCELLER,
+    MASTER,
+    MONITOR,
+    Transport,
+    control_address,
+    worker_address,
+)
+from ..messages import (
+    Assign,
+    Cancel,
+    CancelRequest,
+    HeartbeatEvent,
+    Outcome,
+    RegisterWorker,
+    ResultEvent,
+    Shutdown,
+    Welcome,
+)
+from ..module import Module, dependency_names
+from ..settings import RunSettings
+from .process import SupervisorWatch, prepare_actor_process
+
+CHILD_SWEEP_AFTER = 0.05
+"""Seconds a module must run before the worker looks for processes it left.
+
+Listing child processes costs about two milliseconds, so the sweep is skipped
+after very short modules, which could hardly have started a process anyway.
+"""
+
+CHILD_STOP_GRACE = 2.0
+"""Seconds a leftover child process gets to exit after SIGTERM."""
+
+
+def worker_main(
+    worker_id: str,
+    transport: Transport,
+    settings: RunSettings,
+    capabilities: frozenset[str],
+) -> None:
+    """Run a worker actor; the entry point of a worker process."""
+    actor = WorkerActor(worker_id, transport, settings, capabilities)
+    sys.exit(actor.run())
+
+
+class WorkerActor:
+    """Executes modules that the master assigns, one at a time.
+
+    The module runs in the worker's main thread. A second thread sends
+    heartbeats and reads the control mailbox, so a cancel reaches a module
+    that is busy: the thread ends the module's commands and interrupts the
+    main thread with SIGUSR1, which raises `ModuleCancelled` inside the module.
+    """
+
+    def __init__(
+        self,
+        worker_id: str,
+        transport: Transport,
+        settings: RunSettings,
+        capabilities: frozenset[str],
+    ) -> None:
+        self.worker_id = worker_id
+        self.settings = settings
+        self.capabilities = capabilities
+        self._inbox = transport.mailbox(worker_address(worker_id))
+        self._control = transport.mailbox(control_address(worker_id))
+        self._master = transport.mailbox(MASTER)
+        self._monitor = transport.mailbox(MONITOR)
+        self._canceller = transport.mailbox(CANCELLER)
+        self._modules: dict[str, type[Module]] = {}
+        self._current: Context | None = None
+        self._interruptible = Interruptible()
+        self._heartbeat_interval = settings.heartbeat_interval
+
+    def run(self) -> int:
+        """Serve assignments until the master says stop; return the exit status."""
+        self._start()
+        try:
+            return self._serve()
+        finally:
+            self._stop()
+
+    def _start(self) -> None:
+        self._capture = FileDescriptorCapture()
+        prepare_actor_process(self.settings, self._capture.original_stderr())
+        self.log = actor_logger(f"worker {self.worker_id}", self.settings.run_id)
+        signal.signal(signal.SIGUSR1, self._on_interrupt)
+        self._supervisor = SupervisorWatch(self.settings.supervisor_pid)
+
+        registration = RegisterWorker(
+            self.worker_id, self.capabilities, os.getpid(), socket.gethostname()
+        )
+        self._master.put(registration)
+        self._beats = threading.Thread(
+            target=self._beat, name=f"heartbeat-{self.worker_id}", daemon=True
+        )
+        self._beats.start()
+        self.log.debug(
+            "Started with pid {} and capabilities {}",
+            os.getpid(),
+            sorted(self.capabilities),
+        )
+
+    def _serve(self) -> int:
+        while True:
+            message = self._inbox.get(timeout=self.settings.heartbeat_interval)
+            if message is None:
+                if not self._supervisor.alive():
+                    self.log.error("Supervisor is gone; stopping")
+                    return 1
+            elif isinstance(message, Assign):
+                self._execute(message)
+            elif isinstance(message, Welcome):
+                if not self._welcome(message):
+                    return 1
+            elif isinstance(message, Shutdown):
+                self.log.debug("Shutting down: {}", message.reason)
+                return 0
+            else:
+                self.log.warning("Ignored unexpected {}", type(message).__name__)
+
+    def _stop(self) -> None:
+        self._control.put(Shutdown("worker stopping"))
+        self._beats.join(timeout=self._heartbeat_interval + 1)
+        self._end_leftover_children()
+        self._capture.close()
+        self.log.debug("Stopped")
+
+    def _welcome(self, welcome: Welcome) -> bool:
+        try:
+            self._modules = cloudpickle.loads(welcome.modules)
+        except Exception:
+            self.log.exception("Could not load the pipeline's module classes")
+            return False
+        self._heartbeat_interval = welcome.heartbeat_interval
+        self.log.debug("Joined with {} module classes", len(self._modules))
+        return True
+
+    def _execute(self, assign: Assign) -> None:
+        cls = self._modules.get(assign.module)
+        if cls is None:
+            self._report_unknown(assign)
+            return
+
+        ctx = Context(
+            module=assign.module,
+            dependencies=dependency_names(cls),
+            inputs=assign.inputs,
+            run_id=self.settings.run_id,
+            worker_id=self.worker_id,
+            attempt=assign.attempt,
+            request_cancel=self._request_cancel,
+        )
+        self.log.debug("Running {} (attempt {})", assign.module, assign.attempt)
+        self._current = ctx
+        started_at = time.time()
+        started = time.perf_counter()
+        outcome, value, error = call_module(cls, ctx, self._interruptible)
+        duration = time.perf_counter() - started
+        self._current = None
+
+        if outcome is not Outcome.SUCCEEDED:
+            self.log.info("{} {}: {}", assign.module, outcome.value, _last_line(error))
+        result = ResultEvent(
+            self.worker_id,
+            assign.module,
+            assign.attempt,
+            outcome,
+            value,
+            error,
+            self._capture.take(),
+            started_at,
+            duration,
+        )
+        self._master.put(result)
+        if duration >= CHILD_SWEEP_AFTER:
+            self._end_leftover_children()
+
+    def _report_unknown(self, assign: Assign) -> None:
+        error = f"this worker has no module named {assign.module!r}"
+        self.log.error("Assignment of unknown module {}", assign.module)
+        result = ResultEvent(
+            self.worker_id, assign.module, assign.attempt, Outcome.FAILED,
+            None, error, "", time.time(), 0.0,
+        )  # fmt: skip
+        self._master.put(result)
+
+    def _on_interrupt(self, signum: int, frame: Any) -> None:
+        if self._interruptible.active:
+            raise ModuleCancelled
+
+    def _request_cancel(self, reason: str) -> None:
+        self._canceller.put(CancelRequest(reason, origin=f"worker {self.worker_id}"))
+
+    def _beat(self) -> None:
+        """Send heartbeats and obey control messages, beside the running module."""
+        process = psutil.Process()
+        process.cpu_percent(None)
+        sequence = 0
+        next_beat = time.monotonic()
+
+        while True:
+            wait = max(0.0, next_beat - time.monotonic())
+            message = self._control.get(timeout=wait)
+            if isinstance(message, Shutdown):
+                return
+            if isinstance(message, Cancel):
+                self._cancel(message)
+            if time.monotonic() < next_beat:
+                continue
+
+            if not self._supervisor.alive():
+                self._abandon()
+            sequence += 1
+            self._monitor.put(self._heartbeat(process, sequence))
+            next_beat = time.monotonic() + self._heartbeat_interval
+
+    def _heartbeat(self, process: psutil.Process, sequence: int) -> HeartbeatEvent:
+        current = self._current
+        return HeartbeatEvent(
+            worker_id=self.worker_id,
+            sequence=sequence,
+            module=current.module if current is not None else None,
+            cpu_percent=process.cpu_percent(None),
+            rss_bytes=process.memory_info().rss,
+        )
+
+    def _cancel(self, cancel: Cancel) -> None:
+        current = self._current
+        if current is None:
+            self.log.debug("Cancel received while idle: {}", cancel.reason)
+            return
+        self.log.info("Cancelling {}: {}", current.module, cancel.reason)
+        current._mark_cancelled()
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
+    def _abandon(self) -> None:
+        """Exit at once: the supervisor died, so nobody will collect a result."""
+        self.log.error("Supervisor is gone; ending the running module and exiting")
+        current = self._current
+        if current is not None:
+            current._mark_cancelled()
+        self._end_leftover_children()
+        os._exit(1)
+
+    def _end_leftover_children(self) -> None:
+        try:
+            children = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            return
+        if not children:
+            return
+        self.log.warning(
+            "Ending {} process(es) that modules left running: {}",
+            len(children),
+            [child.pid for child in children],
+        )
+        for child in children:
+            _signal_quietly(child, signal.SIGTERM)
+        _, alive = psutil.wait_procs(children, timeout=CHILD_STOP_GRACE)
+        for child in alive:
+            _signal_quietly(child, signal.SIGKILL)
+
+
+def _last_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def _signal_quietly(process: psutil.Process, sig: signal.Signals) -> None:
+    with contextlib.suppress(psutil.Error):
+        process.send_signal(sig)

@@ -1,0 +1,54 @@
+"""Mailboxes: the one contract actors use to exchange messages.
+
+A mailbox is a first-in, first-out queue of messages with many senders and one
+receiver. The local transport backs it with `multiprocessing` queues; every
+transport serializes messages with `encode` and `decode`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import cloudpickle
+
+MASTER = "master"
+MONITOR = "monitor"
+CANCELLER = "canceller"
+
+
+class Mailbox(Protocol):
+    """Where one actor receives its messages."""
+
+    name: str
+
+    def put(self, message: Any) -> None:
+        """Send `message` to the actor behind this mailbox without waiting for it."""
+
+    def get(self, timeout: float | None = None) -> Any | None:
+        """Return the next message, or None when `timeout` seconds pass first."""
+
+
+class Transport(Protocol):
+    """A family of mailboxes that the actors of one run share."""
+
+    def mailbox(self, name: str) -> Mailbox:
+        """Return the mailbox called `name`."""
+
+
+def encode(message: Any) -> bytes:
+    """Serialize a message so that any actor of the run can read it."""
+    return cloudpickle.dumps(message, protocol=5)
+
+
+def decode(payload: bytes) -> Any:
+    """Rebuild a message that `encode` produced."""
+    return cloudpickle.loads(payload)
+
+
+def worker_address(worker_id: str) -> str:
+    return f"worker:{worker_id}"
+
+
+def control_address(worker_id: str) -> str:
+    """Return the address of a worker's control mailbox, read beside its module."""
+    return f"worker:{worker_id}:control"

@@ -1,0 +1,55 @@
+"""The record of a finished run: each module's status, timings and output."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+
+from .errors import ExitCode
+from .state import ModuleStatus
+
+
+@dataclass(frozen=True)
+class ModuleReport:
+    """How one module of a run ended."""
+
+    name: str
+    status: ModuleStatus
+    worker_id: str | None
+    duration: float | None
+    attempts: int
+    detail: str | None
+    output: str
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What a run did, returned by `run` and printed as the summary."""
+
+    run_id: str
+    exit_code: ExitCode
+    wall_time: float
+    modules: Mapping[str, ModuleReport]
+    _results: Mapping[str, bytes] = field(repr=False, default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code is ExitCode.OK
+
+    def result(self, module: Any) -> Any:
+        """Return the value a succeeded module returned, by class or name."""
+        name = module if isinstance(module, str) else module.name
+        report = self.modules.get(name)
+        if report is None:
+            raise KeyError(f"no module named {name!r} in this run")
+        if report.status is not ModuleStatus.SUCCEEDED:
+            msg = f"module {name!r} has no result: it {report.status.value}"
+            raise LookupError(msg)
+        return cloudpickle.loads(self._results[name])
+
+    def with_status(self, status: ModuleStatus) -> list[str]:
+        """Return the names of the modules that ended with `status`."""
+        return [m.name for m in self.modules.values() if m.status is status]

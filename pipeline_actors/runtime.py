@@ -1,0 +1,225 @@
+"""Running a pipeline on this machine: start, supervise and stop its processes."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import platform
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
+
+import psutil
+
+from . import logs
+from .actors.canceller import canceller_main
+from .actors.master import MasterActor
+from .actors.monitor import monitor_main
+from .actors.worker import worker_main
+from .console import Reporter
+from .graph import Graph
+from .mailbox import CANCELLER, MONITOR, worker_address
+from .mailbox.local import LocalTransport
+from .messages import Shutdown
+from .module import Module
+from .report import RunReport
+from .settings import RunSettings
+
+STOP_TIMEOUT = 5.0
+"""Seconds actor processes get to exit after the shutdown message."""
+
+
+def os_capability() -> str:
+    """Return the capability naming this operating system."""
+    system = platform.system().lower()
+    return {"darwin": "macos"}.get(system, system)
+
+
+def default_start_method() -> str:
+    """Return the fastest safe way to start processes here.
+
+    `forkserver` forks each actor from a clean server process, which is quick
+    and safe while the parent has threads; where it is missing, `spawn`.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(4)
+
+
+def run_local(
+    modules: Iterable[type[Module]],
+    *,
+    workers: int,
+    capabilities: Iterable[str] = (),
+    settings: RunSettings | None = None,
+    reporter: Reporter | None = None,
+    start_method: str | None = None,
+) -> RunReport:
+    """Run `modules` on this machine with `workers` worker processes.
+
+    Raises `InvalidPipelineError` before anything starts when the graph is
+    invalid. Every process the run starts has ended when this returns.
+    """
+    modules = list(modules)
+    graph = Graph.build(modules)
+    if workers < 1:
+        raise ValueError(f"a local run needs at least one worker, got {workers}")
+    settings = settings or RunSettings(run_id=new_run_id())
+    reporter = reporter or Reporter()
+    caps = frozenset({os_capability(), *(c.lower() for c in capabilities)})
+
+    context = multiprocessing.get_context(start_method or default_start_method())
+    worker_ids = [str(index) for index in range(1, workers + 1)]
+    transport = LocalTransport(worker_ids, context)
+    supervisor = LocalSupervisor(transport, settings, worker_ids, caps, context)
+    by_name = {module.name: module for module in modules}
+
+    reporter.run_started(settings.run_id, len(graph), workers)
+    with supervisor.running():
+        master = MasterActor(
+            graph,
+            by_name,
+            transport,
+            settings,
+            reporter,
+            expected_workers=workers,
+            find_dead_workers=supervisor.newly_dead_workers,
+        )
+        with _interrupt_cancels(master.request_cancel):
+            report = master.run()
+    reporter.run_finished(report)
+    return report
+
+
+class LocalSupervisor:
+    """Starts the actor processes of a local run and makes sure they all end."""
+
+    def __init__(
+        self,
+        transport: LocalTransport,
+        settings: RunSettings,
+        worker_ids: list[str],
+        capabilities: frozenset[str],
+        context: BaseContext,
+    ) -> None:
+        self.transport = transport
+        self.settings = settings
+        self.worker_ids = worker_ids
+        self.capabilities = capabilities
+        self.context = context
+        self.log = logs.actor_logger("supervisor", settings.run_id)
+        self.workers: dict[str, BaseProcess] = {}
+        self.helpers: dict[str, BaseProcess] = {}
+        self._reported_dead: set[str] = set()
+
+    @contextmanager
+    def running(self) -> Iterator[LocalSupervisor]:
+        try:
+            self.start()
+            yield self
+        finally:
+            self.stop()
+
+    def start(self) -> None:
+        if self.context.get_start_method() == "forkserver":
+            self.context.set_forkserver_preload(["pipeline_actors.runtime"])
+        self.helpers[MONITOR] = self._start_process(
+            "monitor", monitor_main, (self.transport, self.settings)
+        )
+        self.helpers[CANCELLER] = self._start_process(
+            "canceller",
+            canceller_main,
+            (self.transport, self.settings, self.worker_ids),
+        )
+        for worker_id in self.worker_ids:
+            args = (worker_id, self.transport, self.settings, self.capabilities)
+            self.workers[worker_id] = self._start_process(
+                f"worker-{worker_id}", worker_main, args
+            )
+
+    def newly_dead_workers(self) -> list[str]:
+        """Return the workers whose process ended since the last call."""
+        dead = [
+            worker_id
+            for worker_id, process in self.workers.items()
+            if worker_id not in self._reported_dead and not process.is_alive()
+        ]
+        for worker_id in dead:
+            code = self.workers[worker_id].exitcode
+            self.log.warning("Worker {} process exited with status {}", worker_id, code)
+        self._reported_dead.update(dead)
+        return dead
+
+    def stop(self) -> None:
+        """Tell every actor to stop, wait for it, and kill what does not stop."""
+        shutdown = Shutdown("run finished")
+        for worker_id in self.workers:
+            self.transport.mailbox(worker_address(worker_id)).put(shutdown)
+        for address in self.helpers:
+            self.transport.mailbox(address).put(shutdown)
+
+        processes = [*self.workers.values(), *self.helpers.values()]
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for process in processes:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+        for process in processes:
+            if process.is_alive():
+                self.log.warning(
+                    "Killing {} (pid {}): it did not stop", process.name, process.pid
+                )
+                _kill_tree(process.pid)
+                process.join(timeout=STOP_TIMEOUT)
+        self.transport.close()
+        self.log.debug("Every actor process has ended")
+
+    def _start_process(self, name: str, target: object, args: tuple) -> BaseProcess:
+        process = self.context.Process(
+            target=target, args=args, name=f"pipeline_actors-{name}"
+        )
+        process.start()
+        self.log.debug("Started {} as pid {}", name, process.pid)
+        return process
+
+
+def _kill_tree(pid: int) -> None:
+    """Kill a process and all its descendants, found before any of them dies."""
+    try:
+        process = psutil.Process(pid)
+        family = [*process.children(recursive=True), process]
+    except psutil.NoSuchProcess:
+        return
+    for member in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    psutil.wait_procs(family, timeout=STOP_TIMEOUT)
+
+
+@contextmanager
+def _interrupt_cancels(request_cancel) -> Iterator[None]:
+    """Turn the first Ctrl-C into a cancel request, and a second into an abort."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    presses = 0
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        nonlocal presses
+        presses += 1
+        if presses > 1:
+            raise KeyboardInterrupt
+        request_cancel("interrupted (Ctrl-C)")
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

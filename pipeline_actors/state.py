@@ -1,0 +1,371 @@
+"""The master's run state: events in, instructions out, no I/O.
+
+Every decision of the master (what is ready, where it goes, what a failure, a
+lost worker or a late result means, when the run is over) is made here. The
+master actor feeds events in and carries out the instructions that come back,
+so this logic is tested without processes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+from dataclasses import dataclass, replace
+
+from .errors import ExitCode
+from .graph import Graph, ModuleSpec
+from .messages import Outcome, ResultEvent
+from .routing import WorkerView, can_run, rank_key, route
+
+
+class ModuleStatus(str, enum.Enum):
+    """Where a module stands in a run."""
+
+    PENDING = "pending"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in _ACTIVE
+
+
+_ACTIVE = frozenset({ModuleStatus.PENDING, ModuleStatus.QUEUED, ModuleStatus.RUNNING})
+
+
+@dataclass
+class ModuleRecord:
+    """The master's account of one module, as the summary shows it."""
+
+    name: str
+    status: ModuleStatus = ModuleStatus.PENDING
+    worker_id: str | None = None
+    attempts: int = 0
+    duration: float | None = None
+    detail: str | None = None
+    queued_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """Send attempt `attempt` of `module` to worker `worker_id`."""
+
+    module: str
+    worker_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A module changed status; `detail` holds the error or the reason."""
+
+    module: str
+    status: ModuleStatus
+    worker_id: str | None = None
+    detail: str | None = None
+    duration: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """Every module reached a final status: end the run with `exit_code`."""
+
+    exit_code: ExitCode
+
+
+Instruction = Dispatch | StatusChange | Finish
+
+
+class MasterState:
+    """The run state of one pipeline, driven by the master actor.
+
+    Args:
+        graph: The validated module graph.
+        max_attempts: Attempts per module when the worker holding it is lost.
+        capability_timeout: Seconds a module waits for a worker that can run
+            it, when `workers_may_join` is set.
+        workers_may_join: Whether more workers may still register. While it is
+            true, a module no registered worker can run waits up to
+            `capability_timeout`; once `close_registration` is called, it fails
+            at once.
+        cancel_grace: Seconds running modules get to stop after a cancel
+            before they are given up on.
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        *,
+        max_attempts: int = 3,
+        capability_timeout: float = 300.0,
+        workers_may_join: bool = False,
+        cancel_grace: float = 10.0,
+    ) -> None:
+        self.graph = graph
+        self.max_attempts = max_attempts
+        self.capability_timeout = capability_timeout
+        self.workers_may_join = workers_may_join
+        self.cancel_grace = cancel_grace
+
+        self.records = {name: ModuleRecord(name) for name in graph.order}
+        self._unmet = {n: len(graph.specs[n].dependencies) for n in graph.order}
+        self._ranked: list[tuple[tuple[float, int, str], str]] = []
+        self._unroutable: set[str] = set()
+        self._workers: dict[str, WorkerView] = {}
+        self._held: dict[str, tuple[str, int]] = {}
+        self._terminal_count = 0
+        self._cancel_deadline: float | None = None
+        self.cancel_reason: str | None = None
+        self.finished = False
+
+    @property
+    def workers(self) -> dict[str, WorkerView]:
+        return dict(self._workers)
+
+    def held_by(self, worker_id: str) -> tuple[str, int] | None:
+        """Return the (module, attempt) that `worker_id` is running, if any."""
+        return self._held.get(worker_id)
+
+    def start(self, now: float) -> list[Instruction]:
+        """Queue the modules that depend on nothing."""
+        out: list[Instruction] = []
+        for name in self.graph.roots():
+            self._enqueue(name, now, out)
+        return self._settle(now, out)
+
+    def worker_registered(
+        self,
+        worker_id: str,
+        capabilities: frozenset[str],
+        now: float,
+        *,
+        is_master: bool = False,
+    ) -> list[Instruction]:
+        caps = frozenset(c.lower() for c in capabilities)
+        self._workers[worker_id] = WorkerView(worker_id, caps, is_master=is_master)
+        self._held.pop(worker_id, None)
+        self._rerank()
+        return self._settle(now, [])
+
+    def close_registration(self, now: float) -> list[Instruction]:
+        """Declare that every expected worker has registered."""
+        self.workers_may_join = False
+        return self._settle(now, [])
+
+    def result_received(self, result: ResultEvent, now: float) -> list[Instruction]:
+        """Record a worker's result; a late duplicate only frees its worker."""
+        out: list[Instruction] = []
+        if self._held.get(result.worker_id) == (result.module, result.attempt):
+            del self._held[result.worker_id]
+            worker = self._workers.get(result.worker_id)
+            if worker is not None and worker.alive:
+                self._workers[result.worker_id] = replace(worker, idle=True)
+
+        record = self.records.get(result.module)
+        if record is None or record.status.is_terminal:
+            return self._settle(now, out)
+
+        record.worker_id = result.worker_id
+        record.duration = result.duration
+        if result.outcome is Outcome.SUCCEEDED:
+            self._succeed(record, now, out)
+        elif result.outcome is Outcome.CANCELLED:
+            self._conclude(record, ModuleStatus.CANCELLED, result.error, out)
+        else:
+            self._fail(record, result.error, out)
+        return self._settle(now, out)
+
+    def worker_lost(self, worker_id: str, now: float) -> list[Instruction]:
+        """Mark a worker dead and retry or fail what it held."""
+        out: list[Instruction] = []
+        worker = self._workers.get(worker_id)
+        if worker is None or not worker.alive:
+            return out
+        self._workers[worker_id] = replace(worker, alive=False, idle=False)
+
+        held = self._held.pop(worker_id, None)
+        if held is not None:
+            self._recover(held[0], worker_id, now, out)
+        self._rerank()
+        return self._settle(now, out)
+
+    def cancel(self, reason: str, now: float) -> list[Instruction]:
+        """Stop starting modules; running ones get `cancel_grace` to finish."""
+        out: list[Instruction] = []
+        if self.cancel_reason is not None or self.finished:
+            return out
+        self.cancel_reason = reason
+        self._cancel_deadline = now + self.cancel_grace
+
+        for record in self.records.values():
+            if record.status in (ModuleStatus.PENDING, ModuleStatus.QUEUED):
+                detail = f"not started: run cancelled ({reason})"
+                self._conclude(record, ModuleStatus.CANCELLED, detail, out)
+        self._ranked.clear()
+        self._unroutable.clear()
+        return self._settle(now, out)
+
+    def timer_fired(self, now: float) -> list[Instruction]:
+        """Apply the deadlines: capability timeouts and the cancel grace."""
+        out: list[Instruction] = []
+        if self._cancel_deadline is not None and now >= self._cancel_deadline:
+            for record in self.records.values():
+                if record.status is ModuleStatus.RUNNING:
+                    detail = (
+                        f"did not stop within {self.cancel_grace:g} s of the cancel"
+                    )
+                    self._conclude(record, ModuleStatus.CANCELLED, detail, out)
+
+        for name in sorted(self._unroutable):
+            record = self.records[name]
+            waited = now - (record.queued_at or now)
+            if waited >= self.capability_timeout:
+                self._fail_unroutable(name, waited, out)
+        return self._settle(now, out)
+
+    def _enqueue(self, name: str, now: float, out: list[Instruction]) -> None:
+        record = self.records[name]
+        record.status = ModuleStatus.QUEUED
+        record.queued_at = now
+        out.append(StatusChange(name, ModuleStatus.QUEUED))
+
+        spec = self.graph.specs[name]
+        if not any(can_run(w, spec) for w in self._workers.values()):
+            self._unroutable.add(name)
+        key = rank_key(spec, self._workers.values(), self.graph.remaining_path)
+        bisect.insort(self._ranked, (key, name))
+
+    def _rerank(self) -> None:
+        workers = list(self._workers.values())
+        specs = self.graph.specs
+        self._ranked = sorted(
+            (rank_key(specs[name], workers, self.graph.remaining_path), name)
+            for _, name in self._ranked
+        )
+        self._unroutable = {
+            name
+            for _, name in self._ranked
+            if not any(can_run(w, specs[name]) for w in workers)
+        }
+
+    def _settle(self, now: float, out: list[Instruction]) -> list[Instruction]:
+        """Fail what can never run, dispatch what can, and detect the end."""
+        if not self.workers_may_join:
+            for name in sorted(self._unroutable):
+                self._fail_unroutable(name, 0.0, out)
+
+        if self.cancel_reason is None and self._ranked:
+            self._dispatch(out)
+
+        if not self.finished and self._terminal_count == len(self.records):
+            self.finished = True
+            out.append(Finish(self._exit_code()))
+        return out
+
+    def _dispatch(self, out: list[Instruction]) -> None:
+        specs = self.graph.specs
+        ranked = (specs[name] for _, name in self._ranked)
+        assignments = route(ranked, self._workers.values())
+        for name, worker_id in assignments:
+            record = self.records[name]
+            self._remove_ranked(name)
+            record.status = ModuleStatus.RUNNING
+            record.worker_id = worker_id
+            record.attempts += 1
+            self._held[worker_id] = (name, record.attempts)
+            self._workers[worker_id] = replace(self._workers[worker_id], idle=False)
+            out.append(Dispatch(name, worker_id, record.attempts))
+
+    def _remove_ranked(self, name: str) -> None:
+        key = rank_key(
+            self.graph.specs[name], self._workers.values(), self.graph.remaining_path
+        )
+        index = bisect.bisect_left(self._ranked, (key, name))
+        if index < len(self._ranked) and self._ranked[index][1] == name:
+            del self._ranked[index]
+        else:
+            self._ranked = [entry for entry in self._ranked if entry[1] != name]
+        self._unroutable.discard(name)
+
+    def _succeed(self, record: ModuleRecord, now: float, out: list) -> None:
+        self._conclude(record, ModuleStatus.SUCCEEDED, None, out)
+        for dependent in self.graph.dependents[record.name]:
+            self._unmet[dependent] -= 1
+            pending = self.records[dependent].status is ModuleStatus.PENDING
+            ready = self._unmet[dependent] == 0 and pending
+            if ready and self.cancel_reason is None:
+                self._enqueue(dependent, now, out)
+
+    def _fail(self, record: ModuleRecord, error: str | None, out: list) -> None:
+        self._conclude(record, ModuleStatus.FAILED, error, out)
+        reason = f"dependency {record.name!r} failed"
+        for name in self.graph.descendants(record.name):
+            dependent = self.records[name]
+            if not dependent.status.is_terminal:
+                self._remove_ranked(name)
+                self._conclude(dependent, ModuleStatus.SKIPPED, reason, out)
+
+    def _recover(self, name: str, worker_id: str, now: float, out: list) -> None:
+        record = self.records[name]
+        if record.status is not ModuleStatus.RUNNING:
+            return
+        lost = f"worker {worker_id} was lost during attempt {record.attempts}"
+        if record.attempts >= self.max_attempts or self.cancel_reason is not None:
+            self._fail(record, f"{lost} of {self.max_attempts}", out)
+            return
+        record.worker_id = None
+        self._enqueue(name, now, out)
+        out[-1] = StatusChange(name, ModuleStatus.QUEUED, detail=f"{lost}; retrying")
+
+    def _fail_unroutable(self, name: str, waited: float, out: list) -> None:
+        spec = self.graph.specs[name]
+        self._remove_ranked(name)
+        self._fail(self.records[name], self._unroutable_reason(spec, waited), out)
+
+    def _unroutable_reason(self, spec: ModuleSpec, waited: float) -> str:
+        if spec.pin_to_master:
+            return "module is pinned to the master, but the master runs no modules"
+        needed = ", ".join(sorted(spec.requires)) or "none"
+        lines = [f"no worker can run it: it requires capabilities [{needed}]"]
+        if waited:
+            lines[0] += f" and waited {waited:.0f} s for such a worker"
+        offers = [w for w in self._workers.values() if not w.is_master]
+        for worker in sorted(offers, key=lambda w: w.worker_id):
+            missing = ", ".join(sorted(spec.requires - worker.capabilities))
+            offered = ", ".join(sorted(worker.capabilities)) or "nothing"
+            state = "" if worker.alive else " (lost)"
+            lines.append(
+                f"  worker {worker.worker_id}{state} offers [{offered}], "
+                f"missing [{missing}]"
+            )
+        if not offers:
+            lines.append("  no worker has registered")
+        return "\n".join(lines)
+
+    def _conclude(
+        self,
+        record: ModuleRecord,
+        status: ModuleStatus,
+        detail: str | None,
+        out: list[Instruction],
+    ) -> None:
+        if not record.status.is_terminal:
+            self._terminal_count += 1
+        record.status = status
+        record.detail = detail
+        change = StatusChange(
+            record.name, status, record.worker_id, detail, record.duration
+        )
+        out.append(change)
+
+    def _exit_code(self) -> ExitCode:
+        if self.cancel_reason is not None:
+            return ExitCode.CANCELLED
+        statuses = {record.status for record in self.records.values()}
+        if ModuleStatus.FAILED in statuses:
+            return ExitCode.FAILED
+        return ExitCode.OK
