@@ -14,12 +14,17 @@ from .state import ModuleStatus
 
 @dataclass(frozen=True)
 class ModuleReport:
-    """How one module of a run ended."""
+    """How one module of a run ended.
+
+    `started_at` is the wall-clock time, in seconds since the epoch on the
+    clock of the machine that ran the module, at which its last attempt began.
+    """
 
     name: str
     status: ModuleStatus
     worker_id: str | None
     duration: float | None
+    started_at: float | None
     attempts: int
     detail: str | None
     output: str

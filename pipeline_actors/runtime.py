@@ -23,7 +23,14 @@ from .actors.monitor import monitor_main
 from .actors.worker import worker_main
 from .console import Reporter
 from .graph import Graph
-from .mailbox import CANCELLER, MONITOR, worker_address
+from .mailbox import (
+    CANCELLER,
+    MASTER,
+    MONITOR,
+    MailboxClosedError,
+    control_address,
+    worker_address,
+)
 from .mailbox.local import LocalTransport
 from .messages import Shutdown
 from .module import Module
@@ -78,7 +85,7 @@ def run_local(
 
     context = multiprocessing.get_context(start_method or default_start_method())
     worker_ids = [str(index) for index in range(1, workers + 1)]
-    transport = LocalTransport(worker_ids, context)
+    transport = LocalTransport.create(worker_ids, context)
     supervisor = LocalSupervisor(transport, settings, worker_ids, caps, context)
     by_name = {module.name: module for module in modules}
 
@@ -131,19 +138,29 @@ class LocalSupervisor:
     def start(self) -> None:
         if self.context.get_start_method() == "forkserver":
             self.context.set_forkserver_preload(["pipeline_actors.runtime"])
+        transport = self.transport
         self.helpers[MONITOR] = self._start_process(
-            "monitor", monitor_main, (self.transport, self.settings)
+            "monitor", monitor_main, (transport.for_actor([MONITOR]), self.settings)
         )
         self.helpers[CANCELLER] = self._start_process(
             "canceller",
             canceller_main,
-            (self.transport, self.settings, self.worker_ids),
+            (transport.for_actor([CANCELLER]), self.settings, self.worker_ids),
         )
         for worker_id in self.worker_ids:
-            args = (worker_id, self.transport, self.settings, self.capabilities)
+            own = [worker_address(worker_id), control_address(worker_id)]
+            args = (
+                worker_id,
+                transport.for_actor(own),
+                self.settings,
+                self.capabilities,
+            )
             self.workers[worker_id] = self._start_process(
                 f"worker-{worker_id}", worker_main, args
             )
+        # The children hold their own ends now. Closing the master's copies of
+        # the ends it never reads lets a dead receiver's pipe report as broken.
+        transport.keep_reading_only([MASTER])
 
     def newly_dead_workers(self) -> list[str]:
         """Return the workers whose process ended since the last call."""
@@ -161,10 +178,10 @@ class LocalSupervisor:
     def stop(self) -> None:
         """Tell every actor to stop, wait for it, and kill what does not stop."""
         shutdown = Shutdown("run finished")
-        for worker_id in self.workers:
-            self.transport.mailbox(worker_address(worker_id)).put(shutdown)
-        for address in self.helpers:
-            self.transport.mailbox(address).put(shutdown)
+        addresses = [worker_address(w) for w in self.workers] + list(self.helpers)
+        for address in addresses:
+            with contextlib.suppress(MailboxClosedError):
+                self.transport.mailbox(address).put(shutdown)
 
         processes = [*self.workers.values(), *self.helpers.values()]
         deadline = time.monotonic() + STOP_TIMEOUT

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import bisect
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from .errors import ExitCode
 from .graph import Graph, ModuleSpec
 from .messages import Outcome, ResultEvent
-from .routing import WorkerView, can_run, rank_key, route
+from .routing import WorkerView, can_run, rank, route
 
 
 class ModuleStatus(str, enum.Enum):
@@ -46,6 +47,7 @@ class ModuleRecord:
     worker_id: str | None = None
     attempts: int = 0
     duration: float | None = None
+    started_at: float | None = None
     detail: str | None = None
     queued_at: float | None = None
 
@@ -113,8 +115,7 @@ class MasterState:
 
         self.records = {name: ModuleRecord(name) for name in graph.order}
         self._unmet = {n: len(graph.specs[n].dependencies) for n in graph.order}
-        self._ranked: list[tuple[tuple[float, int, str], str]] = []
-        self._unroutable: set[str] = set()
+        self._ready = ReadyQueue(graph)
         self._workers: dict[str, WorkerView] = {}
         self._held: dict[str, tuple[str, int]] = {}
         self._terminal_count = 0
@@ -148,7 +149,6 @@ class MasterState:
         caps = frozenset(c.lower() for c in capabilities)
         self._workers[worker_id] = WorkerView(worker_id, caps, is_master=is_master)
         self._held.pop(worker_id, None)
-        self._rerank()
         return self._settle(now, [])
 
     def close_registration(self, now: float) -> list[Instruction]:
@@ -171,6 +171,7 @@ class MasterState:
 
         record.worker_id = result.worker_id
         record.duration = result.duration
+        record.started_at = result.started_at
         if result.outcome is Outcome.SUCCEEDED:
             self._succeed(record, now, out)
         elif result.outcome is Outcome.CANCELLED:
@@ -190,7 +191,6 @@ class MasterState:
         held = self._held.pop(worker_id, None)
         if held is not None:
             self._recover(held[0], worker_id, now, out)
-        self._rerank()
         return self._settle(now, out)
 
     def cancel(self, reason: str, now: float) -> list[Instruction]:
@@ -205,8 +205,7 @@ class MasterState:
             if record.status in (ModuleStatus.PENDING, ModuleStatus.QUEUED):
                 detail = f"not started: run cancelled ({reason})"
                 self._conclude(record, ModuleStatus.CANCELLED, detail, out)
-        self._ranked.clear()
-        self._unroutable.clear()
+        self._ready.clear()
         return self._settle(now, out)
 
     def timer_fired(self, now: float) -> list[Instruction]:
@@ -220,7 +219,7 @@ class MasterState:
                     )
                     self._conclude(record, ModuleStatus.CANCELLED, detail, out)
 
-        for name in sorted(self._unroutable):
+        for name in self._ready.unroutable(self._workers.values()):
             record = self.records[name]
             waited = now - (record.queued_at or now)
             if waited >= self.capability_timeout:
@@ -231,34 +230,16 @@ class MasterState:
         record = self.records[name]
         record.status = ModuleStatus.QUEUED
         record.queued_at = now
+        self._ready.add(name)
         out.append(StatusChange(name, ModuleStatus.QUEUED))
-
-        spec = self.graph.specs[name]
-        if not any(can_run(w, spec) for w in self._workers.values()):
-            self._unroutable.add(name)
-        key = rank_key(spec, self._workers.values(), self.graph.remaining_path)
-        bisect.insort(self._ranked, (key, name))
-
-    def _rerank(self) -> None:
-        workers = list(self._workers.values())
-        specs = self.graph.specs
-        self._ranked = sorted(
-            (rank_key(specs[name], workers, self.graph.remaining_path), name)
-            for _, name in self._ranked
-        )
-        self._unroutable = {
-            name
-            for _, name in self._ranked
-            if not any(can_run(w, specs[name]) for w in workers)
-        }
 
     def _settle(self, now: float, out: list[Instruction]) -> list[Instruction]:
         """Fail what can never run, dispatch what can, and detect the end."""
         if not self.workers_may_join:
-            for name in sorted(self._unroutable):
+            for name in self._ready.unroutable(self._workers.values()):
                 self._fail_unroutable(name, 0.0, out)
 
-        if self.cancel_reason is None and self._ranked:
+        if self.cancel_reason is None and self._ready:
             self._dispatch(out)
 
         if not self.finished and self._terminal_count == len(self.records):
@@ -267,29 +248,16 @@ class MasterState:
         return out
 
     def _dispatch(self, out: list[Instruction]) -> None:
-        specs = self.graph.specs
-        ranked = (specs[name] for _, name in self._ranked)
-        assignments = route(ranked, self._workers.values())
-        for name, worker_id in assignments:
+        candidates = self._ready.candidates(self._workers.values())
+        for name, worker_id in route(candidates, self._workers.values()):
             record = self.records[name]
-            self._remove_ranked(name)
+            self._ready.remove(name)
             record.status = ModuleStatus.RUNNING
             record.worker_id = worker_id
             record.attempts += 1
             self._held[worker_id] = (name, record.attempts)
             self._workers[worker_id] = replace(self._workers[worker_id], idle=False)
             out.append(Dispatch(name, worker_id, record.attempts))
-
-    def _remove_ranked(self, name: str) -> None:
-        key = rank_key(
-            self.graph.specs[name], self._workers.values(), self.graph.remaining_path
-        )
-        index = bisect.bisect_left(self._ranked, (key, name))
-        if index < len(self._ranked) and self._ranked[index][1] == name:
-            del self._ranked[index]
-        else:
-            self._ranked = [entry for entry in self._ranked if entry[1] != name]
-        self._unroutable.discard(name)
 
     def _succeed(self, record: ModuleRecord, now: float, out: list) -> None:
         self._conclude(record, ModuleStatus.SUCCEEDED, None, out)
@@ -306,7 +274,7 @@ class MasterState:
         for name in self.graph.descendants(record.name):
             dependent = self.records[name]
             if not dependent.status.is_terminal:
-                self._remove_ranked(name)
+                self._ready.remove(name)
                 self._conclude(dependent, ModuleStatus.SKIPPED, reason, out)
 
     def _recover(self, name: str, worker_id: str, now: float, out: list) -> None:
@@ -323,7 +291,7 @@ class MasterState:
 
     def _fail_unroutable(self, name: str, waited: float, out: list) -> None:
         spec = self.graph.specs[name]
-        self._remove_ranked(name)
+        self._ready.remove(name)
         self._fail(self.records[name], self._unroutable_reason(spec, waited), out)
 
     def _unroutable_reason(self, spec: ModuleSpec, waited: float) -> str:
@@ -369,3 +337,70 @@ class MasterState:
         if ModuleStatus.FAILED in statuses:
             return ExitCode.FAILED
         return ExitCode.OK
+
+
+class ReadyQueue:
+    """Modules ready to run, grouped by what they require.
+
+    Modules of one group can run on exactly the same workers, so among them
+    only priority decides. That lets a scheduler holding thousands of ready
+    modules hand `route` just the few that could be assigned now: from each
+    group, as many of its best modules as there are idle workers able to run
+    it. `route` returns the same assignments for that short list as for all
+    ready modules, because a group never gets more modules than it has
+    capable idle workers.
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        self._graph = graph
+        self._groups: dict[tuple[frozenset[str], bool], list[tuple[float, str]]] = {}
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def add(self, name: str) -> None:
+        spec = self._graph.specs[name]
+        group = self._groups.setdefault((spec.requires, spec.pin_to_master), [])
+        bisect.insort(group, self._entry(name))
+        self._size += 1
+
+    def remove(self, name: str) -> None:
+        spec = self._graph.specs[name]
+        group = self._groups.get((spec.requires, spec.pin_to_master), [])
+        entry = self._entry(name)
+        index = bisect.bisect_left(group, entry)
+        if index < len(group) and group[index] == entry:
+            del group[index]
+            self._size -= 1
+
+    def clear(self) -> None:
+        self._groups.clear()
+        self._size = 0
+
+    def candidates(self, workers: Iterable[WorkerView]) -> list[ModuleSpec]:
+        """Return the modules `route` needs to see, in `rank` order."""
+        workers = list(workers)
+        specs = self._graph.specs
+        chosen: list[ModuleSpec] = []
+        for group in self._groups.values():
+            if not group:
+                continue
+            example = specs[group[0][1]]
+            capable_idle = sum(1 for w in workers if w.idle and can_run(w, example))
+            chosen.extend(specs[name] for _, name in group[:capable_idle])
+        return rank(chosen, workers, self._graph.remaining_path)
+
+    def unroutable(self, workers: Iterable[WorkerView]) -> list[str]:
+        """Return the ready modules that no live worker can run, by name."""
+        workers = list(workers)
+        stuck: list[str] = []
+        for group in self._groups.values():
+            if group and not any(
+                can_run(w, self._graph.specs[group[0][1]]) for w in workers
+            ):
+                stuck.extend(name for _, name in group)
+        return sorted(stuck)
+
+    def _entry(self, name: str) -> tuple[float, str]:
+        return (-self._graph.remaining_path[name], name)

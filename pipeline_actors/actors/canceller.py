@@ -6,7 +6,14 @@ import sys
 from collections.abc import Iterable
 
 from ..logs import actor_logger
-from ..mailbox import CANCELLER, MASTER, MONITOR, Transport, control_address
+from ..mailbox import (
+    CANCELLER,
+    MASTER,
+    MONITOR,
+    MailboxClosedError,
+    Transport,
+    control_address,
+)
 from ..messages import Cancel, CancelRequest, Shutdown
 from ..settings import RunSettings
 from .process import SupervisorWatch, prepare_actor_process
@@ -63,4 +70,7 @@ class Canceller:
             len(self._targets),
         )
         for target in self._targets:
-            target.put(self.cancelled)
+            try:
+                target.put(self.cancelled)
+            except MailboxClosedError:
+                self.log.debug("{} is gone; it needs no cancel", target.name)

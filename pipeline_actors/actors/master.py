@@ -13,7 +13,7 @@ from ..console import Reporter
 from ..execution import restore_filenames
 from ..graph import Graph
 from ..logs import actor_logger
-from ..mailbox import CANCELLER, MASTER, Transport, worker_address
+from ..mailbox import CANCELLER, MASTER, MailboxClosedError, Transport, worker_address
 from ..messages import (
     MASTER_ID,
     Assign,
@@ -151,13 +151,11 @@ class MasterActor:
             self._modules_payload,
             self.settings.heartbeat_interval,
         )
-        self._transport.mailbox(worker_address(worker_id)).put(welcome)
         self._registered.add(worker_id)
-        self._reporter.worker_joined(worker_id, registration.capabilities)
-
-        self._apply(
-            self.state.worker_registered(worker_id, registration.capabilities, now)
-        )
+        if self._send(worker_id, welcome):
+            self._reporter.worker_joined(worker_id, registration.capabilities)
+            caps = registration.capabilities
+            self._apply(self.state.worker_registered(worker_id, caps, now))
         if len(self._registered) >= self._expected_workers:
             self._apply(self.state.close_registration(now))
 
@@ -200,11 +198,21 @@ class MasterActor:
             dispatch.attempt,
             dispatch.worker_id,
         )
+        self._reporter.module_started(dispatch)
         if dispatch.worker_id == MASTER_ID:
             self._pinned.start(assign)
         else:
-            self._transport.mailbox(worker_address(dispatch.worker_id)).put(assign)
-        self._reporter.module_started(dispatch)
+            self._send(dispatch.worker_id, assign)
+
+    def _send(self, worker_id: str, message: object) -> bool:
+        """Send to a worker; one whose mailbox is gone is treated as lost."""
+        try:
+            self._transport.mailbox(worker_address(worker_id)).put(message)
+        except MailboxClosedError:
+            self.log.warning("Worker {} is gone: its mailbox is closed", worker_id)
+            self._apply(self.state.worker_lost(worker_id, time.monotonic()))
+            return False
+        return True
 
     def _report(self, wall_time: float) -> RunReport:
         modules = {
@@ -213,6 +221,7 @@ class MasterActor:
                 status=record.status,
                 worker_id=record.worker_id,
                 duration=record.duration,
+                started_at=record.started_at,
                 attempts=record.attempts,
                 detail=record.detail,
                 output=self._outputs.get(name, ""),

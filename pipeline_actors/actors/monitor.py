@@ -6,7 +6,7 @@ import sys
 import time
 
 from ..logs import actor_logger
-from ..mailbox import MASTER, MONITOR, Transport
+from ..mailbox import MASTER, MONITOR, MailboxClosedError, Transport
 from ..messages import Cancel, HeartbeatEvent, Shutdown, WorkerLostEvent
 from ..settings import RunSettings
 from .process import SupervisorWatch, prepare_actor_process
@@ -57,7 +57,11 @@ class HeartbeatMonitor:
                     event.worker_id,
                     event.silent_for,
                 )
-                self._master.put(event)
+                try:
+                    self._master.put(event)
+                except MailboxClosedError:
+                    self.log.error("The master is gone; stopping")
+                    return 1
 
     def beat_received(self, beat: HeartbeatEvent, now: float) -> None:
         if beat.worker_id in self.lost:

@@ -23,6 +23,7 @@ from ..mailbox import (
     CANCELLER,
     MASTER,
     MONITOR,
+    MailboxClosedError,
     Transport,
     control_address,
     worker_address,
@@ -98,6 +99,9 @@ class WorkerActor:
         self._start()
         try:
             return self._serve()
+        except MailboxClosedError as exc:
+            self.log.error("Lost contact with the master: {}", exc)
+            return 1
         finally:
             self._stop()
 
@@ -211,7 +215,11 @@ class WorkerActor:
             raise ModuleCancelled
 
     def _request_cancel(self, reason: str) -> None:
-        self._canceller.put(CancelRequest(reason, origin=f"worker {self.worker_id}"))
+        request = CancelRequest(reason, origin=f"worker {self.worker_id}")
+        try:
+            self._canceller.put(request)
+        except MailboxClosedError:
+            self.log.error("Cannot request a cancel: the canceller is gone")
 
     def _beat(self) -> None:
         """Send heartbeats and obey control messages, beside the running module."""
@@ -233,7 +241,10 @@ class WorkerActor:
             if not self._supervisor.alive():
                 self._abandon()
             sequence += 1
-            self._monitor.put(self._heartbeat(process, sequence))
+            try:
+                self._monitor.put(self._heartbeat(process, sequence))
+            except MailboxClosedError:
+                self.log.debug("Heartbeat monitor is gone; heartbeat dropped")
             next_beat = time.monotonic() + self._heartbeat_interval
 
     def _heartbeat(self, process: psutil.Process, sequence: int) -> HeartbeatEvent:

@@ -11,9 +11,15 @@ from typing import Any, Protocol
 
 import cloudpickle
 
+from ..errors import PipelineActorsError
+
 MASTER = "master"
 MONITOR = "monitor"
 CANCELLER = "canceller"
+
+
+class MailboxClosedError(PipelineActorsError):
+    """Raised when a mailbox's other side is gone: no receiver, or no senders."""
 
 
 class Mailbox(Protocol):
