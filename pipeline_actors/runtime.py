@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import platform
 import secrets
 import signal
@@ -154,6 +155,7 @@ class LocalSupervisor:
                 transport.for_actor(own),
                 self.settings,
                 self.capabilities,
+                dict(os.environ),
             )
             self.workers[worker_id] = self._start_process(
                 f"worker-{worker_id}", worker_main, args

@@ -221,7 +221,8 @@ class MasterState:
 
         for name in self._ready.unroutable(self._workers.values()):
             record = self.records[name]
-            waited = now - (record.queued_at or now)
+            queued_at = now if record.queued_at is None else record.queued_at
+            waited = now - queued_at
             if waited >= self.capability_timeout:
                 self._fail_unroutable(name, waited, out)
         return self._settle(now, out)

@@ -59,8 +59,17 @@ def worker_main(
     transport: Transport,
     settings: RunSettings,
     capabilities: frozenset[str],
+    environment: dict[str, str] | None = None,
 ) -> None:
-    """Run a worker actor; the entry point of a worker process."""
+    """Run a worker actor; the entry point of a worker process.
+
+    `environment`, when given, replaces the process's environment variables.
+    A local run passes the master's, because a forkserver started by an
+    earlier run would otherwise hand out the environment of that time.
+    """
+    if environment is not None:
+        os.environ.clear()
+        os.environ.update(environment)
     actor = WorkerActor(worker_id, transport, settings, capabilities)
     sys.exit(actor.run())
 

@@ -1,0 +1,167 @@
+"""The command line: help, exit statuses, what it prints, and Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from conftest import run_cli
+
+PASSING = """
+    from pipeline_actors import Module
+
+    class Fetch(Module):
+        def execute(self, ctx):
+            print("fetched 3 files")
+            return 3
+
+    class Build(Module):
+        depends_on = [Fetch]
+
+        def execute(self, ctx):
+            return ctx.result(Fetch) * 2
+"""
+
+FAILING = """
+    from pipeline_actors import Module
+
+    class Fine(Module):
+        def execute(self, ctx):
+            return 1
+
+    class Broken(Module):
+        def execute(self, ctx):
+            raise ValueError("bad input 42")
+
+    class Blocked(Module):
+        depends_on = [Broken]
+
+        def execute(self, ctx):
+            return 2
+"""
+
+SLOW = """
+    import time
+    from pathlib import Path
+    from pipeline_actors import Module
+
+    HERE = Path(__file__).parent
+
+    class Sleeper(Module):
+        def execute(self, ctx):
+            ctx.run("sh", "-c", f"echo $$ > {HERE}/command.pid; exec sleep 60")
+
+    class Napper(Module):
+        def execute(self, ctx):
+            (HERE / "napper.started").write_text("")
+            time.sleep(60)
+
+    class After(Module):
+        depends_on = [Sleeper]
+
+        def execute(self, ctx):
+            return 1
+"""
+
+
+def test_help_lists_every_option_with_default():
+    result = run_cli("--help")
+
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for option in (
+        "--local-workers N",
+        "--capability NAME",
+        "--run-id",
+        "--display",
+        "--log-level",
+        "--heartbeat-interval SECONDS",
+        "--heartbeat-timeout SECONDS",
+        "--cancel-grace SECONDS",
+        "--max-attempts N",
+    ):
+        assert option in text
+    assert "(default: 1.0)" in text
+    assert "(default: WARNING)" in text
+    assert "(default: pipeline.py)" in text
+
+
+def test_success_exits_zero_with_lines_and_summary(pipeline_file):
+    path = pipeline_file(PASSING)
+
+    result = run_cli(path, "--local-workers", "2")
+
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(r"queued +Fetch", out)
+    assert re.search(r"started +Fetch on worker [12]", out)
+    assert re.search(r"succeeded +Fetch in \d+\.\d\d s on worker [12]", out)
+    assert "    │ fetched 3 files" in out
+    assert re.search(r"Build +succeeded +[12] +\d+\.\d\d s +1", out)
+    assert re.search(r"2 modules: 2 succeeded; wall time \d+\.\d\d s", out)
+
+
+def test_failure_exits_one_and_shows_traceback(pipeline_file):
+    path = pipeline_file(FAILING)
+
+    result = run_cli(path, "--local-workers", "2")
+
+    assert result.returncode == 1
+    assert "ValueError: bad input 42" in result.stdout
+    assert f'File "{path}", line 10, in execute' in result.stdout
+    assert re.search(r"skipped +Blocked: dependency 'Broken' failed", result.stdout)
+    assert re.search(r"Fine +succeeded", result.stdout)
+
+
+def test_log_level_shows_actor_records(pipeline_file):
+    path = pipeline_file(PASSING)
+
+    result = run_cli(path, "--local-workers", "1", "--log-level", "debug")
+
+    assert result.returncode == 0
+    log = result.stderr
+    assert re.search(
+        r"DEBUG +master run=\w+ Assigned Fetch \(attempt 1\) to worker 1", log
+    )
+    assert re.search(r"worker 1 run=\w+ Started with pid \d+", log)
+    assert "monitor" in log
+    assert "canceller" in log
+
+
+def test_ctrl_c_stops_everything(pipeline_file):
+    path = pipeline_file(SLOW)
+    command_pid_file = path.parent / "command.pid"
+    napper_file = path.parent / "napper.started"
+
+    # A terminal sends Ctrl-C to the whole foreground process group.
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "pipeline_actors", str(path), "--local-workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (command_pid_file.exists() and napper_file.exists()):
+        assert time.monotonic() < deadline, "modules did not start"
+        assert cli.poll() is None
+        time.sleep(0.05)
+    family = psutil.Process(cli.pid).children(recursive=True)
+    command_pid = int(command_pid_file.read_text())
+
+    os.killpg(cli.pid, signal.SIGINT)
+    out, err = cli.communicate(timeout=30)
+
+    assert cli.returncode == 130, err
+    assert re.search(r"Sleeper +cancelled", out)
+    assert re.search(r"Napper +cancelled", out)
+    assert re.search(r"After +cancelled", out)
+    assert not psutil.pid_exists(command_pid)
+    still_running = [p.pid for p in family if p.is_running() and p.status() != "zombie"]
+    assert still_running == []
