@@ -38,5 +38,5 @@ __all__ = [
     "run",
 ]
 
-# Quiet until the application asks for logs, as a library should be.
+# Quiet until the application enables logging, as a library should be.
 logger.disable("pipeline_actors")

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
             "0 when every module succeeded, 1 when one failed, 2 for invalid "
             "input, 130 when the run was cancelled."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelpFormatter,
     )
     parser.add_argument(
         "pipeline",
@@ -33,13 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PIPELINE",
         help="path to a .py file, or an importable package.module name",
     )
+
     parser.add_argument(
         "--local-workers",
         type=_positive_int,
         default=os.cpu_count() or 1,
         metavar="N",
-        help="worker processes to start on this machine (default: the CPU count)",
+        help="worker processes to start on this machine; defaults to its CPU count",
     )
+
     parser.add_argument(
         "--capability",
         action="append",
@@ -48,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="capability the local workers offer, besides the operating "
         "system's name; repeat for several",
     )
-    parser.add_argument("--run-id", help="id of the run (default: a random one)")
+
+    parser.add_argument("--run-id", help="id of the run; a random one by default")
+
     parser.add_argument(
         "--display",
         choices=("auto", "lines", "live"),
@@ -56,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="'lines' prints a line per change, 'live' a live table; 'auto' "
         "picks 'live' on a terminal",
     )
+
     parser.add_argument(
         "--log-level",
         type=str.upper,
@@ -63,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_LEVEL,
         help="level of the actors' log records on stderr",
     )
+
+    _add_timing_options(parser)
+
+    parser.add_argument("--version", action="version", version=__version__)
+    return parser
+
+
+def _add_timing_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--heartbeat-interval",
         type=_positive_float,
@@ -70,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds between two heartbeats of a worker",
     )
+
     parser.add_argument(
         "--heartbeat-timeout",
         type=_positive_float,
@@ -77,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds without a heartbeat after which a worker is lost",
     )
+
     parser.add_argument(
         "--cancel-grace",
         type=_positive_float,
@@ -85,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds running modules get to stop after a cancel before "
         "their workers are killed",
     )
+
     parser.add_argument(
         "--max-attempts",
         type=_positive_int,
@@ -92,8 +108,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="attempts per module when the worker running it is lost",
     )
-    parser.add_argument("--version", action="version", version=__version__)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,6 +144,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _reporter(display: str) -> Reporter:
     live = display == "live" or (display == "auto" and sys.stdout.isatty())
     return LiveReporter() if live else LineReporter()
+
+
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show an option's default in its help, unless there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, [], False) or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def _positive_int(text: str) -> int:

@@ -1,4 +1,4 @@
-"""What the user sees: a line per change or a live table, then the summary."""
+"""Console output of a run: a line per change or a live table, then the summary."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ LIVE_ROWS = 20
 
 
 class Reporter:
-    """What the master tells about a run as it goes; this base shows nothing."""
+    """Receiver of a run's progress, called by the master; this base prints nothing."""
 
     def run_started(self, run_id: str, modules: int, workers: int) -> None:
         pass

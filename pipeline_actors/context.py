@@ -33,7 +33,7 @@ class CommandResult:
 
 
 class Context:
-    """What a running module can reach: dependency results, commands, its logger.
+    """The interface of a running module: dependency results, commands, a logger.
 
     Attributes:
         module: The name of the running module.

@@ -100,7 +100,7 @@ def _import_name(name: str) -> ModuleType:
 
 
 def _import_failure(target: str, exc: BaseException) -> str:
-    # Drop the frames of the import machinery, which say nothing to the user.
+    # Drop the frames of the import machinery, which mean nothing to the user.
     frames = traceback.extract_tb(exc.__traceback__)
     own = [
         frame

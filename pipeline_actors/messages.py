@@ -15,7 +15,7 @@ MASTER_ID = "master"
 
 
 class Outcome(str, enum.Enum):
-    """How one attempt at a module ended."""
+    """The outcome of one attempt at a module."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -86,7 +86,7 @@ class WorkerLostEvent:
 
 @dataclass(frozen=True, slots=True)
 class CancelRequest:
-    """Someone asks the canceller to stop the whole run."""
+    """A request to the canceller to stop the whole run."""
 
     reason: str
     origin: str

@@ -14,7 +14,7 @@ from .state import ModuleStatus
 
 @dataclass(frozen=True)
 class ModuleReport:
-    """How one module of a run ended.
+    """The outcome of one module in a run.
 
     `started_at` is the wall-clock time, in seconds since the epoch on the
     clock of the machine that ran the module, at which its last attempt began.
@@ -32,7 +32,7 @@ class ModuleReport:
 
 @dataclass(frozen=True)
 class RunReport:
-    """What a run did, returned by `run` and printed as the summary."""
+    """The record of a finished run, returned by `run` and printed as the summary."""
 
     run_id: str
     exit_code: ExitCode

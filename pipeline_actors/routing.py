@@ -14,7 +14,7 @@ from .graph import ModuleSpec
 
 @dataclass(frozen=True, slots=True)
 class WorkerView:
-    """What routing needs to know of one worker."""
+    """The part of a worker's state that routing uses."""
 
     worker_id: str
     capabilities: frozenset[str]

@@ -20,7 +20,7 @@ from .routing import WorkerView, can_run, rank, route
 
 
 class ModuleStatus(str, enum.Enum):
-    """Where a module stands in a run."""
+    """The status of a module in a run."""
 
     PENDING = "pending"
     QUEUED = "queued"
@@ -63,7 +63,7 @@ class Dispatch:
 
 @dataclass(frozen=True, slots=True)
 class StatusChange:
-    """A module changed status; `detail` holds the error or the reason."""
+    """A module changed status; `detail` contains the error or the reason."""
 
     module: str
     status: ModuleStatus

@@ -121,7 +121,7 @@ def test_unroutable_module_fails_once_registration_closes():
     assert state.records["after"].status is ModuleStatus.SKIPPED
 
 
-def test_unroutable_module_waits_for_timeout_while_workers_may_join():
+def test_unroutable_waits_while_workers_may_join():
     graph = Graph.from_specs([spec("gpu-job", requires={"gpu"})])
     state = MasterState(graph, capability_timeout=30.0, workers_may_join=True)
     state.worker_registered("1", frozenset({"linux"}), 0.0)

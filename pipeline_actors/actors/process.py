@@ -1,4 +1,4 @@
-"""What every actor process does before and around its loop."""
+"""Setup shared by every actor process of a local run."""
 
 from __future__ import annotations
 

@@ -104,7 +104,7 @@ class WorkerActor:
         self._heartbeat_interval = settings.heartbeat_interval
 
     def run(self) -> int:
-        """Serve assignments until the master says stop; return the exit status."""
+        """Serve assignments until the master sends `Shutdown`; return the exit code."""
         self._start()
         try:
             return self._serve()
@@ -276,7 +276,7 @@ class WorkerActor:
         signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
 
     def _abandon(self) -> None:
-        """Exit at once: the supervisor died, so nobody will collect a result."""
+        """Exit at once: the supervisor died, so no master is left to take a result."""
         self.log.error("Supervisor is gone; ending the running module and exiting")
         current = self._current
         if current is not None:

@@ -23,7 +23,7 @@ class MailboxClosedError(PipelineActorsError):
 
 
 class Mailbox(Protocol):
-    """Where one actor receives its messages."""
+    """The queue from which one actor receives its messages."""
 
     name: str
 

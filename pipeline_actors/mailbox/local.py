@@ -89,11 +89,12 @@ class LocalMailbox:
             self._reader = None
 
     def close(self) -> None:
-        """Close both ends this process holds."""
+        """Close both ends this process holds, and drop the lock."""
         self.close_reading_end()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        self._write_lock = None
 
 
 class LocalTransport:
@@ -105,8 +106,15 @@ class LocalTransport:
     and the sending ends of the rest.
     """
 
-    def __init__(self, mailboxes: dict[str, LocalMailbox]) -> None:
+    def __init__(
+        self,
+        mailboxes: dict[str, LocalMailbox],
+        family: list[LocalMailbox] | None = None,
+    ) -> None:
         self._mailboxes = mailboxes
+        # Every mailbox object of this transport and of its views, so that
+        # `close` releases all of them at once (see `close`).
+        self._family = family if family is not None else list(mailboxes.values())
 
     @classmethod
     def create(
@@ -128,12 +136,12 @@ class LocalTransport:
     def for_actor(self, receives: Iterable[str]) -> LocalTransport:
         """Return the view of an actor that reads the mailboxes in `receives`."""
         own = set(receives)
-        return LocalTransport(
-            {
-                name: mailbox if name in own else mailbox.sending_end()
-                for name, mailbox in self._mailboxes.items()
-            }
-        )
+        view = {
+            name: mailbox if name in own else mailbox.sending_end()
+            for name, mailbox in self._mailboxes.items()
+        }
+        self._family.extend(view.values())
+        return LocalTransport(view, self._family)
 
     def keep_reading_only(self, receives: Iterable[str]) -> None:
         """Close the reading ends of every mailbox not in `receives`.
@@ -147,5 +155,12 @@ class LocalTransport:
                 mailbox.close_reading_end()
 
     def close(self) -> None:
-        for mailbox in self._mailboxes.values():
+        """Close every pipe end and lock of this transport and of its views.
+
+        Dropping the locks here, rather than whenever the garbage collector
+        gets to them, matters on Python 3.12: a semaphore finalized while
+        multiprocessing's resource tracker is busy registering a new one
+        makes it warn of a reentrant call and may leak the semaphore.
+        """
+        for mailbox in self._family:
             mailbox.close()
