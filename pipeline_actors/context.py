@@ -17,6 +17,7 @@ import cloudpickle
 from loguru import logger
 
 from .errors import CommandFailedError, ModuleCancelled, UndeclaredDependencyError
+from .messages import Payload
 from .module import Module
 
 OUTPUT_TAIL_LINES = 20
@@ -48,7 +49,8 @@ class Context:
         *,
         module: str,
         dependencies: tuple[str, ...],
-        inputs: Mapping[str, bytes],
+        inputs: Mapping[str, Payload],
+        fetch: Callable[[Payload], bytes],
         run_id: str,
         worker_id: str,
         attempt: int,
@@ -61,6 +63,7 @@ class Context:
         self.log = logger.bind(module_log=True, module=module)
         self._dependencies = dependencies
         self._inputs = inputs
+        self._fetch = fetch
         self._values: dict[str, Any] = {}
         self._request_cancel = request_cancel
         self._cancelled = threading.Event()
@@ -79,7 +82,7 @@ class Context:
             )
             raise UndeclaredDependencyError(msg)
         if name not in self._values:
-            self._values[name] = cloudpickle.loads(self._inputs[name])
+            self._values[name] = cloudpickle.loads(self._fetch(self._inputs[name]))
         return self._values[name]
 
     @property

@@ -23,6 +23,18 @@ class Outcome(str, enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class ResultRef:
+    """A serialized result stored by the transport under `key`, `size` bytes long."""
+
+    key: str
+    size: int
+
+
+Payload = bytes | ResultRef
+"""A serialized result, inline or stored by the transport."""
+
+
+@dataclass(frozen=True, slots=True)
 class RegisterWorker:
     """A worker announces itself and what it can run."""
 
@@ -47,7 +59,7 @@ class Assign:
 
     module: str
     attempt: int
-    inputs: dict[str, bytes] = field(default_factory=dict)
+    inputs: dict[str, Payload] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +70,7 @@ class ResultEvent:
     module: str
     attempt: int
     outcome: Outcome
-    value: bytes | None
+    value: Payload | None
     error: str | None
     output: str
     started_at: float

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
 
 from .errors import ExitCode
+from .messages import Payload
 from .state import ModuleStatus
 
 
@@ -38,7 +39,8 @@ class RunReport:
     exit_code: ExitCode
     wall_time: float
     modules: Mapping[str, ModuleReport]
-    _results: Mapping[str, bytes] = field(repr=False, default_factory=dict)
+    _results: Mapping[str, Payload] = field(repr=False, default_factory=dict)
+    _fetch: Callable[[Payload], bytes] = field(repr=False, default=bytes)
 
     @property
     def ok(self) -> bool:
@@ -53,7 +55,7 @@ class RunReport:
         if report.status is not ModuleStatus.SUCCEEDED:
             msg = f"module {name!r} has no result: it {report.status.value}"
             raise LookupError(msg)
-        return cloudpickle.loads(self._results[name])
+        return cloudpickle.loads(self._fetch(self._results[name]))
 
     def with_status(self, status: ModuleStatus) -> list[str]:
         """Return the names of the modules that ended with `status`."""

@@ -10,7 +10,7 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
@@ -29,6 +29,7 @@ from .mailbox import (
     MASTER,
     MONITOR,
     MailboxClosedError,
+    Transport,
     control_address,
     worker_address,
 )
@@ -87,7 +88,7 @@ def run_local(
     context = multiprocessing.get_context(start_method or default_start_method())
     worker_ids = [str(index) for index in range(1, workers + 1)]
     transport = LocalTransport.create(worker_ids, context)
-    supervisor = LocalSupervisor(transport, settings, worker_ids, caps, context)
+    supervisor = Supervisor(transport, settings, worker_ids, caps, context)
     by_name = {module.name: module for module in modules}
 
     reporter.run_started(settings.run_id, len(graph), workers)
@@ -101,24 +102,31 @@ def run_local(
             expected_workers=workers,
             find_dead_workers=supervisor.newly_dead_workers,
         )
-        with _interrupt_cancels(master.request_cancel):
+        with interrupt_cancels(master.request_cancel):
             report = master.run()
     reporter.run_finished(report)
     return report
 
 
-class LocalSupervisor:
-    """Starts the actor processes of a local run and makes sure they all end."""
+class Supervisor:
+    """Starts the actor processes of this machine and makes sure they all end.
+
+    Beside the master it starts the heartbeat monitor and the canceller as
+    well (`with_helpers`); on a worker machine, only workers.
+    """
 
     def __init__(
         self,
-        transport: LocalTransport,
+        transport: Transport,
         settings: RunSettings,
         worker_ids: list[str],
         capabilities: frozenset[str],
         context: BaseContext,
+        *,
+        with_helpers: bool = True,
     ) -> None:
         self.transport = transport
+        self.with_helpers = with_helpers
         self.settings = settings
         self.worker_ids = worker_ids
         self.capabilities = capabilities
@@ -129,7 +137,7 @@ class LocalSupervisor:
         self._reported_dead: set[str] = set()
 
     @contextmanager
-    def running(self) -> Iterator[LocalSupervisor]:
+    def running(self) -> Iterator[Supervisor]:
         try:
             self.start()
             yield self
@@ -140,14 +148,8 @@ class LocalSupervisor:
         if self.context.get_start_method() == "forkserver":
             self.context.set_forkserver_preload(["pipeline_actors.runtime"])
         transport = self.transport
-        self.helpers[MONITOR] = self._start_process(
-            "monitor", monitor_main, (transport.for_actor([MONITOR]), self.settings)
-        )
-        self.helpers[CANCELLER] = self._start_process(
-            "canceller",
-            canceller_main,
-            (transport.for_actor([CANCELLER]), self.settings, self.worker_ids),
-        )
+        if self.with_helpers:
+            self._start_helpers()
         for worker_id in self.worker_ids:
             own = [worker_address(worker_id), control_address(worker_id)]
             args = (
@@ -163,6 +165,23 @@ class LocalSupervisor:
         # The children hold their own ends now. Closing the master's copies of
         # the ends it never reads lets a dead receiver's pipe report as broken.
         transport.keep_reading_only([MASTER])
+
+    def wait_for_workers(self) -> dict[str, int | None]:
+        """Wait until every worker process has exited; return their exit codes."""
+        for process in self.workers.values():
+            process.join()
+        return {worker_id: p.exitcode for worker_id, p in self.workers.items()}
+
+    def _start_helpers(self) -> None:
+        transport = self.transport
+        self.helpers[MONITOR] = self._start_process(
+            "monitor", monitor_main, (transport.for_actor([MONITOR]), self.settings)
+        )
+        self.helpers[CANCELLER] = self._start_process(
+            "canceller",
+            canceller_main,
+            (transport.for_actor([CANCELLER]), self.settings),
+        )
 
     def newly_dead_workers(self) -> list[str]:
         """Return the workers whose process ended since the last call."""
@@ -222,7 +241,7 @@ def _kill_tree(pid: int) -> None:
 
 
 @contextmanager
-def _interrupt_cancels(request_cancel) -> Iterator[None]:
+def interrupt_cancels(request_cancel: Callable[[str], None]) -> Iterator[None]:
     """Turn the first Ctrl-C into a cancel request, and a second into an abort."""
     if threading.current_thread() is not threading.main_thread():
         yield

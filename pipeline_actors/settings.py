@@ -18,6 +18,8 @@ class RunSettings:
         cancel_grace: Seconds running modules get to stop after a cancel.
         max_attempts: Attempts per module when the worker holding it is lost.
         capability_timeout: Seconds a module waits for a worker that can run it.
+        registration_timeout: Seconds a worker waits for its master to accept
+            it, and a master for its minimum number of workers.
         supervisor_pid: The process that started the local actors; they exit
             when it is gone.
     """
@@ -29,4 +31,5 @@ class RunSettings:
     cancel_grace: float = 10.0
     max_attempts: int = 3
     capability_timeout: float = 300.0
+    registration_timeout: float = 300.0
     supervisor_pid: int = field(default_factory=os.getpid)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing.forkserver
 import multiprocessing.resource_tracker
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -20,9 +22,13 @@ LEFTOVER_WAIT = 5.0
 """Seconds a test's processes get to disappear after the test ends."""
 
 
+SUITE_PROCESSES: set[int] = set()
+"""Pids of servers the suite keeps for all its tests, such as redis-server."""
+
+
 def _infrastructure_pids() -> set[int]:
-    """Return the pids of multiprocessing's own long-lived helper processes."""
-    pids = set()
+    """Return the pids of helper processes that outlive a single test."""
+    pids = set(SUITE_PROCESSES)
     forkserver = getattr(
         multiprocessing.forkserver._forkserver, "_forkserver_pid", None
     )
@@ -98,3 +104,74 @@ def run_cli(
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port, for the whole suite."""
+
+    def __init__(self, folder: Path) -> None:
+        executable = shutil.which("redis-server")
+        if executable is None:
+            pytest.fail(
+                "redis-server is not installed; the Redis tests need it "
+                "(Debian: apt-get install redis-server). .ci/run installs it."
+            )
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = subprocess.Popen(
+            [executable, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(folder)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        SUITE_PROCESSES.add(self.process.pid)
+        self._wait_until_ready()
+
+    def cli(self, *args: str) -> str:
+        """Run redis-cli against this server and return what it printed."""
+        result = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return result.stdout
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+        SUITE_PROCESSES.discard(self.process.pid)
+
+    def _wait_until_ready(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(
+                    f"redis-server exited with status {self.process.returncode}"
+                )
+            try:
+                with socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=0.5
+                ) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        pytest.fail(f"redis-server did not answer on port {self.port} in {timeout:g} s")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()

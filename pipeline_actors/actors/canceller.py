@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
 
 from ..logs import actor_logger
 from ..mailbox import (
@@ -19,12 +18,10 @@ from ..settings import RunSettings
 from .process import SupervisorWatch, prepare_actor_process
 
 
-def canceller_main(
-    transport: Transport, settings: RunSettings, worker_ids: Iterable[str]
-) -> None:
+def canceller_main(transport: Transport, settings: RunSettings) -> None:
     """Run the canceller; the entry point of its process."""
     prepare_actor_process(settings)
-    sys.exit(Canceller(transport, settings, worker_ids).run())
+    sys.exit(Canceller(transport, settings).run())
 
 
 class Canceller:
@@ -34,13 +31,10 @@ class Canceller:
     first reason given.
     """
 
-    def __init__(
-        self, transport: Transport, settings: RunSettings, worker_ids: Iterable[str]
-    ) -> None:
+    def __init__(self, transport: Transport, settings: RunSettings) -> None:
         self.log = actor_logger("canceller", settings.run_id)
+        self._transport = transport
         self._inbox = transport.mailbox(CANCELLER)
-        addresses = [MASTER, MONITOR, *(control_address(w) for w in worker_ids)]
-        self._targets = [transport.mailbox(address) for address in addresses]
         self._supervisor = SupervisorWatch(settings.supervisor_pid)
         self._settings = settings
         self.cancelled: Cancel | None = None
@@ -63,13 +57,17 @@ class Canceller:
             self.log.debug("Already cancelled; ignoring {}", request.reason)
             return
         self.cancelled = Cancel(request.reason, request.origin)
+        # Workers are looked up now, not at start: on Redis they join any time.
+        workers = self._transport.worker_ids()
+        addresses = [MASTER, MONITOR, *(control_address(w) for w in workers)]
+        targets = [self._transport.mailbox(address) for address in addresses]
         self.log.info(
             "Cancelling the run ({}, from {}); telling {} actors",
             request.reason,
             request.origin,
-            len(self._targets),
+            len(targets),
         )
-        for target in self._targets:
+        for target in targets:
             try:
                 target.put(self.cancelled)
             except MailboxClosedError:

@@ -20,6 +20,7 @@ from ..messages import (
     Cancel,
     CancelRequest,
     Outcome,
+    Payload,
     RegisterWorker,
     ResultEvent,
     Welcome,
@@ -45,7 +46,10 @@ class MasterActor:
         settings: The run's settings.
         reporter: Receives every change, for the console.
         expected_workers: Workers that will register; once they all have, a
-            module none of them can run fails at once.
+            module none of them can run fails at once. None when workers may
+            join at any time, as on Redis.
+        min_workers: Workers to wait for, up to the registration timeout,
+            before the first module is routed.
         find_dead_workers: Called every tick; returns workers whose process has
             died, so they are handled before their heartbeats time out.
     """
@@ -57,8 +61,9 @@ class MasterActor:
         transport: Transport,
         settings: RunSettings,
         reporter: Reporter,
-        expected_workers: int,
+        expected_workers: int | None,
         find_dead_workers: Callable[[], Iterable[str]] = lambda: (),
+        min_workers: int = 0,
     ) -> None:
         self.graph = graph
         self.settings = settings
@@ -67,7 +72,7 @@ class MasterActor:
             graph,
             max_attempts=settings.max_attempts,
             capability_timeout=settings.capability_timeout,
-            workers_may_join=expected_workers > 0,
+            workers_may_join=expected_workers is None or expected_workers > 0,
             cancel_grace=settings.cancel_grace,
         )
         self._transport = transport
@@ -79,10 +84,16 @@ class MasterActor:
         self._modules = dict(modules)
         self._modules_payload = cloudpickle.dumps(dict(modules), protocol=5)
         self._pinned = PinnedRunner(
-            modules, settings.run_id, self._inbox.put, self.request_cancel
+            modules,
+            settings.run_id,
+            self._inbox.put,
+            self.request_cancel,
+            transport.fetch,
         )
+        self._min_workers = min_workers
+        self._routing_started = False
         self._registered: set[str] = set()
-        self._results: dict[str, bytes] = {}
+        self._results: dict[str, Payload] = {}
         self._outputs: dict[str, str] = {}
         self._exit_code = None
 
@@ -98,7 +109,8 @@ class MasterActor:
         self._apply(
             self.state.worker_registered(MASTER_ID, frozenset(), now, is_master=True)
         )
-        self._apply(self.state.start(now))
+        self._registration_deadline = now + self.settings.registration_timeout
+        self._start_routing_when_ready(now)
 
         next_tick = now + TICK
         while self._exit_code is None:
@@ -129,7 +141,26 @@ class MasterActor:
         else:
             self.log.warning("Ignored unexpected {}", type(message).__name__)
 
+    def _start_routing_when_ready(self, now: float) -> None:
+        """Start routing once `min_workers` registered or the deadline passed."""
+        if self._routing_started:
+            return
+        registered = len(self._registered)
+        if registered < self._min_workers:
+            if now < self._registration_deadline:
+                return
+            self.log.warning(
+                "Only {} of the {} workers asked for registered within {:g} s; "
+                "starting with them",
+                registered,
+                self._min_workers,
+                self.settings.registration_timeout,
+            )
+        self._routing_started = True
+        self._apply(self.state.start(now))
+
     def _tick(self, now: float) -> None:
+        self._start_routing_when_ready(now)
         for worker_id in self._find_dead_workers():
             self.log.warning("Worker {} died", worker_id)
             self._apply(self.state.worker_lost(worker_id, now))
@@ -156,8 +187,10 @@ class MasterActor:
             self._reporter.worker_joined(worker_id, registration.capabilities)
             caps = registration.capabilities
             self._apply(self.state.worker_registered(worker_id, caps, now))
-        if len(self._registered) >= self._expected_workers:
+        expected = self._expected_workers
+        if expected is not None and len(self._registered) >= expected:
             self._apply(self.state.close_registration(now))
+        self._start_routing_when_ready(now)
 
     def _result_received(self, result: ResultEvent, now: float) -> None:
         if result.error is not None:
@@ -229,7 +262,12 @@ class MasterActor:
             for name, record in self.state.records.items()
         }
         return RunReport(
-            self.settings.run_id, self._exit_code, wall_time, modules, self._results
+            self.settings.run_id,
+            self._exit_code,
+            wall_time,
+            modules,
+            self._results,
+            self._transport.fetch,
         )
 
 

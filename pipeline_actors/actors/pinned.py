@@ -11,7 +11,7 @@ from ..capture import ThreadCapture
 from ..context import Context
 from ..errors import ModuleCancelled
 from ..execution import Interruptible, call_module
-from ..messages import MASTER_ID, Assign, ResultEvent
+from ..messages import MASTER_ID, Assign, Payload, ResultEvent
 from ..module import Module, dependency_names
 
 
@@ -28,8 +28,10 @@ class PinnedRunner:
         run_id: str,
         deliver: Callable[[ResultEvent], None],
         request_cancel: Callable[[str], None],
+        fetch: Callable[[Payload], bytes],
     ) -> None:
         self._modules = modules
+        self._fetch = fetch
         self._run_id = run_id
         self._deliver = deliver
         self._request_cancel = request_cancel
@@ -61,6 +63,7 @@ class PinnedRunner:
             module=assign.module,
             dependencies=dependency_names(cls),
             inputs=assign.inputs,
+            fetch=self._fetch,
             run_id=self._run_id,
             worker_id=MASTER_ID,
             attempt=assign.attempt,

@@ -93,6 +93,7 @@ class WorkerActor:
         self.worker_id = worker_id
         self.settings = settings
         self.capabilities = capabilities
+        self._transport = transport
         self._inbox = transport.mailbox(worker_address(worker_id))
         self._control = transport.mailbox(control_address(worker_id))
         self._master = transport.mailbox(MASTER)
@@ -124,6 +125,7 @@ class WorkerActor:
         registration = RegisterWorker(
             self.worker_id, self.capabilities, os.getpid(), socket.gethostname()
         )
+        self._transport.register_worker(self.worker_id)
         self._master.put(registration)
         self._beats = threading.Thread(
             target=self._beat, name=f"heartbeat-{self.worker_id}", daemon=True
@@ -136,22 +138,43 @@ class WorkerActor:
         )
 
     def _serve(self) -> int:
+        registered_at = time.monotonic()
+        welcomed = False
         while True:
             message = self._inbox.get(timeout=self.settings.heartbeat_interval)
-            if message is None:
-                if not self._supervisor.alive():
-                    self.log.error("Supervisor is gone; stopping")
-                    return 1
-            elif isinstance(message, Assign):
+            if isinstance(message, Assign):
                 self._execute(message)
             elif isinstance(message, Welcome):
                 if not self._welcome(message):
                     return 1
+                welcomed = True
             elif isinstance(message, Shutdown):
                 self.log.debug("Shutting down: {}", message.reason)
                 return 0
-            else:
+            elif message is not None:
                 self.log.warning("Ignored unexpected {}", type(message).__name__)
+            else:
+                code = self._check_while_idle(welcomed, registered_at)
+                if code is not None:
+                    return code
+
+    def _check_while_idle(self, welcomed: bool, registered_at: float) -> int | None:
+        """Return an exit code when there is no point in waiting any longer."""
+        if not self._supervisor.alive():
+            self.log.error("Supervisor is gone; stopping")
+            return 1
+        state = self._transport.run_state()
+        if state in ("finished", "cancelled"):
+            self.log.info("The run is {}; stopping", state)
+            return 0
+        waited = time.monotonic() - registered_at
+        if not welcomed and waited > self.settings.registration_timeout:
+            self.log.error(
+                "No master accepted this worker within {:g} s; stopping",
+                self.settings.registration_timeout,
+            )
+            return 1
+        return None
 
     def _stop(self) -> None:
         self._control.put(Shutdown("worker stopping"))
@@ -180,6 +203,7 @@ class WorkerActor:
             module=assign.module,
             dependencies=dependency_names(cls),
             inputs=assign.inputs,
+            fetch=self._transport.fetch,
             run_id=self.settings.run_id,
             worker_id=self.worker_id,
             attempt=assign.attempt,
@@ -195,6 +219,8 @@ class WorkerActor:
 
         if outcome is not Outcome.SUCCEEDED:
             self.log.info("{} {}: {}", assign.module, outcome.value, _last_line(error))
+        if value is not None:
+            value = self._transport.offload(assign.module, assign.attempt, value)
         result = ResultEvent(
             self.worker_id,
             assign.module,

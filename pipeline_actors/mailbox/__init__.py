@@ -35,10 +35,25 @@ class Mailbox(Protocol):
 
 
 class Transport(Protocol):
-    """A family of mailboxes that the actors of one run share."""
+    """A family of mailboxes that the actors of one run share, and its records."""
 
     def mailbox(self, name: str) -> Mailbox:
         """Return the mailbox called `name`."""
+
+    def worker_ids(self) -> list[str]:
+        """Return the ids of the workers of the run known so far."""
+
+    def run_state(self) -> str | None:
+        """Return ``finished`` or ``cancelled`` once the master ended the run."""
+
+    def register_worker(self, worker_id: str) -> None:
+        """Record a worker, so that a cancel reaches it."""
+
+    def offload(self, module: str, attempt: int, value: bytes) -> Any:
+        """Return what a result message carries for a serialized result."""
+
+    def fetch(self, value: Any) -> bytes:
+        """Return the serialized result that `offload` returned `value` for."""
 
 
 def encode(message: Any) -> bytes:

@@ -143,6 +143,29 @@ class LocalTransport:
         self._family.extend(view.values())
         return LocalTransport(view, self._family)
 
+    def worker_ids(self) -> list[str]:
+        """Return the ids of the workers this transport has mailboxes for."""
+        prefix, suffix = worker_address(""), ":control"
+        return sorted(
+            name[len(prefix) : -len(suffix)]
+            for name in self._mailboxes
+            if name.startswith(prefix) and name.endswith(suffix)
+        )
+
+    def run_state(self) -> str | None:
+        """Return None: a local run's state lives in its master alone."""
+        return None
+
+    def register_worker(self, worker_id: str) -> None:
+        """Do nothing: local workers are known from the start."""
+
+    def offload(self, module: str, attempt: int, value: bytes) -> bytes:
+        """Return `value`: local results travel inside the result message."""
+        return value
+
+    def fetch(self, value: bytes) -> bytes:
+        return value
+
     def keep_reading_only(self, receives: Iterable[str]) -> None:
         """Close the reading ends of every mailbox not in `receives`.
 
