@@ -56,6 +56,10 @@ class DuplicateModuleError(InvalidPipelineError):
     """Raised when two modules of one pipeline share a name."""
 
 
+class ConfigError(InvalidPipelineError):
+    """Raised for an invalid setting from a flag, the environment or pyproject.toml."""
+
+
 class UndeclaredDependencyError(PipelineActorsError, LookupError):
     """Raised by `Context.result` for a module that is not a declared dependency."""
 
