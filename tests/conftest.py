@@ -127,16 +127,21 @@ class RedisServer:
         SUITE_PROCESSES.add(self.process.pid)
         self._wait_until_ready()
 
-    def cli(self, *args: str) -> str:
-        """Run redis-cli against this server and return what it printed."""
+    def cli(self, *args: str, last_argument: bytes | None = None) -> str:
+        """Run redis-cli against this server and return what it printed.
+
+        `last_argument` is passed on stdin with ``-x``, which keeps any byte,
+        NUL included, that a command-line argument cannot carry.
+        """
+        extra = ["-x"] if last_argument is not None else []
         result = subprocess.run(
-            ["redis-cli", "-p", str(self.port), *args],
+            ["redis-cli", "-p", str(self.port), *extra, *args],
+            input=last_argument,
             capture_output=True,
-            text=True,
             timeout=10,
             check=True,
         )
-        return result.stdout
+        return result.stdout.decode()
 
     def stop(self) -> None:
         self.process.terminate()

@@ -23,6 +23,7 @@ from ..messages import (
     Payload,
     RegisterWorker,
     ResultEvent,
+    ResultRef,
     Welcome,
     WorkerLostEvent,
 )
@@ -100,6 +101,10 @@ class MasterActor:
     def request_cancel(self, reason: str) -> None:
         """Ask the canceller to stop the run; safe to call from a signal handler."""
         self._canceller.put(CancelRequest(reason, origin="master"))
+
+    def stored_results(self) -> list[ResultRef]:
+        """Return the results the transport stores for this run; safe from threads."""
+        return [v for v in list(self._results.values()) if isinstance(v, ResultRef)]
 
     def run(self) -> RunReport:
         """Drive the run to its end and return its report."""

@@ -1,0 +1,290 @@
+"""Mailboxes over Redis lists, for actors on several machines.
+
+A mailbox is a Redis list: senders RPUSH a signed envelope and the one
+receiver BLPOPs it. See `keys` for the key schema and `signing` for the
+envelope. A transport object carries only its settings when it is pickled, so
+each actor process opens its own connection.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from loguru import logger
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from ..errors import PipelineActorsError
+from ..messages import ResultRef
+from . import MailboxClosedError, decode, encode
+from .keys import DEFAULT_PREFIX, DEFAULT_TTL, RunKeys
+from .signing import INSECURE_KEY, EnvelopeRejected, Signer
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds to keep trying to reach Redis at start before giving up."""
+
+INLINE_RESULT_LIMIT = 256 * 1024
+"""Results up to this many bytes travel inside the result message; larger ones
+are stored under their own key, so the master never holds a copy of them."""
+
+DROP_LOG_INTERVAL = 10.0
+"""Seconds between two warnings about rejected messages of one mailbox."""
+
+
+class RedisUnavailableError(PipelineActorsError):
+    """Raised when Redis cannot be reached or rejects the connection."""
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """How to reach the Redis of a run, and what to sign with."""
+
+    url: str
+    run_id: str
+    secret: bytes | None
+    prefix: str = DEFAULT_PREFIX
+    ttl: float = DEFAULT_TTL
+
+    @property
+    def insecure(self) -> bool:
+        return self.secret is None
+
+
+def describe_url(url: str) -> str:
+    """Return where a Redis URL points, without its user name or password."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix:{parts.path}"
+    host = parts.hostname or "localhost"
+    port = parts.port or 6379
+    database = parts.path.lstrip("/") or "0"
+    return f"{parts.scheme}://{host}:{port}/{database}"
+
+
+def connect(url: str, timeout: float = CONNECT_TIMEOUT) -> redis.Redis:
+    """Open a client for `url` and wait until Redis answers, up to `timeout` s.
+
+    Raises `RedisUnavailableError` naming the server, never the password.
+    """
+    where = describe_url(url)
+    try:
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=min(timeout, 5.0),
+            socket_keepalive=True,
+            health_check_interval=15,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        )
+    except ValueError as exc:
+        raise RedisUnavailableError(f"invalid Redis URL for {where}: {exc}") from exc
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.ping()
+            return client
+        except redis.AuthenticationError as exc:
+            msg = f"Redis at {where} rejected the credentials: {exc}"
+            raise RedisUnavailableError(msg) from exc
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() >= deadline:
+                msg = f"cannot reach Redis at {where} within {timeout:g} s: {exc}"
+                raise RedisUnavailableError(msg) from exc
+            time.sleep(0.2)
+
+
+class DropCounter:
+    """Counts messages rejected by a mailbox, and warns at most once in a while.
+
+    A flood of bad messages must not flood the log, so the first rejection is
+    logged at once and later ones as counts every `DROP_LOG_INTERVAL` seconds.
+    """
+
+    def __init__(self, mailbox: str) -> None:
+        self.mailbox = mailbox
+        self.total: Counter[str] = Counter()
+        self._pending: Counter[str] = Counter()
+        self._last_log = float("-inf")
+        self._lock = threading.Lock()
+
+    def count(self, reason: str) -> None:
+        with self._lock:
+            self.total[reason] += 1
+            self._pending[reason] += 1
+            now = time.monotonic()
+            if now - self._last_log < DROP_LOG_INTERVAL:
+                return
+            summary = ", ".join(f"{n} {why}" for why, n in self._pending.items())
+            self._pending.clear()
+            self._last_log = now
+        logger.warning(
+            "Dropped messages on mailbox {} without unpickling them: {} ({} in all)",
+            self.mailbox,
+            summary,
+            sum(self.total.values()),
+        )
+
+
+class RedisMailbox:
+    """One actor's mailbox: a Redis list of signed envelopes."""
+
+    def __init__(self, name: str, key: str, transport: RedisTransport) -> None:
+        self.name = name
+        self.key = key
+        self._transport = transport
+        self.drops = DropCounter(name)
+
+    def put(self, message: Any) -> None:
+        self._transport.push(self.key, encode(message))
+
+    def get(self, timeout: float | None = None) -> Any | None:
+        envelope = self._transport.pop(self.key, timeout)
+        if envelope is None:
+            return None
+        try:
+            payload = self._transport.signer.open(envelope)
+        except EnvelopeRejected as rejected:
+            self.drops.count(rejected.reason.value)
+            return None
+        try:
+            return decode(payload)
+        except Exception:
+            self.drops.count("signed but unreadable")
+            return None
+
+
+class RedisTransport:
+    """Every mailbox and shared record of one run, in one Redis database."""
+
+    def __init__(self, settings: RedisSettings) -> None:
+        self.settings = settings
+        self.keys = RunKeys(settings.prefix, settings.run_id, settings.ttl)
+        self.signer = Signer(settings.secret or INSECURE_KEY, settings.run_id)
+        self._client: redis.Redis | None = None
+        self._mailboxes: dict[str, RedisMailbox] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"settings": self.settings}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["settings"])
+
+    @property
+    def client(self) -> redis.Redis:
+        with self._lock:
+            if self._client is None:
+                self._client = connect(self.settings.url)
+            return self._client
+
+    def mailbox(self, name: str) -> RedisMailbox:
+        with self._lock:
+            if name not in self._mailboxes:
+                key = self.keys.mailbox(name)
+                self._mailboxes[name] = RedisMailbox(name, key, self)
+            return self._mailboxes[name]
+
+    def for_actor(self, receives: Iterable[str]) -> RedisTransport:
+        """Return this transport: each process connects on its own anyway."""
+        return self
+
+    def keep_reading_only(self, receives: Iterable[str]) -> None:
+        """Do nothing: Redis mailboxes have no ends to close."""
+
+    def push(self, key: str, payload: bytes) -> None:
+        envelope = self.signer.seal(payload)
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.rpush(key, envelope)
+            pipe.pexpire(key, self.keys.ttl_ms)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise MailboxClosedError(self._lost(exc)) from exc
+
+    def pop(self, key: str, timeout: float | None) -> bytes | None:
+        # BLPOP treats 0 as "wait for ever"; a tiny positive wait keeps a
+        # zero timeout a poll.
+        wait = 0 if timeout is None else max(timeout, 0.001)
+        try:
+            item = self.client.blpop([key], timeout=wait)
+        except redis.RedisError as exc:
+            raise MailboxClosedError(self._lost(exc)) from exc
+        return None if item is None else item[1]
+
+    def worker_ids(self) -> list[str]:
+        return sorted(w.decode() for w in self.client.hkeys(self.keys.workers))
+
+    def register_worker(self, worker_id: str) -> None:
+        description = f"pid {os.getpid()} on {socket.gethostname()}"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self.keys.workers, worker_id, description)
+        pipe.pexpire(self.keys.workers, self.keys.ttl_ms)
+        pipe.execute()
+
+    def claim_master(self, identity: str) -> str | None:
+        """Become the run's master; return the holder's identity when taken."""
+        claimed = self.client.set(
+            self.keys.master, identity, nx=True, px=self.keys.ttl_ms
+        )
+        if claimed:
+            return None
+        holder = self.client.get(self.keys.master)
+        return holder.decode() if holder else "an unknown master"
+
+    def release_master(self) -> None:
+        self.client.delete(self.keys.master)
+
+    def set_state(self, state: str) -> None:
+        self.client.set(self.keys.state, state, px=self.keys.ttl_ms)
+
+    def run_state(self) -> str | None:
+        value = self.client.get(self.keys.state)
+        return value.decode() if value else None
+
+    def refresh(self, addresses: Iterable[str], results: Iterable[ResultRef]) -> None:
+        """Push back the expiry of every key of the run that is still in use."""
+        keys = [self.keys.master, self.keys.workers, self.keys.state]
+        keys += [self.keys.mailbox(address) for address in addresses]
+        keys += [ref.key for ref in results]
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.pexpire(key, self.keys.ttl_ms)
+        pipe.execute()
+
+    def offload(self, module: str, attempt: int, value: bytes) -> bytes | ResultRef:
+        """Store a large result under its own key and return a reference to it."""
+        if len(value) <= INLINE_RESULT_LIMIT:
+            return value
+        key = self.keys.result(module, attempt)
+        self.client.set(key, self.signer.seal(value), px=self.keys.ttl_ms)
+        return ResultRef(key, len(value))
+
+    def fetch(self, value: bytes | ResultRef) -> bytes:
+        """Return the serialized result that `value` is or refers to."""
+        if isinstance(value, bytes):
+            return value
+        envelope = self.client.get(value.key)
+        if envelope is None:
+            msg = f"the result stored under {value.key} has expired or was removed"
+            raise LookupError(msg)
+        return self.signer.open(envelope)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def _lost(self, exc: Exception) -> str:
+        return (
+            f"lost the connection to Redis at {describe_url(self.settings.url)}: {exc}"
+        )
