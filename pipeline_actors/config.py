@@ -812,7 +812,9 @@ def _secret_in_pyproject_message(setting: Setting, pyproject: Path) -> str:
 def _check_instance_index(config: ResolvedConfig) -> None:
     index = config.entry("instance_index")
     total = config.entry("total_instances")
-    if index.value >= total.value:
+    # A worker need not know how many instances there are; only a total that
+    # was given can contradict the index.
+    if total.source != "default" and index.value >= total.value:
         raise ConfigError(
             f"instance index {index.value} from {index.source} must be less than "
             f"the total instances {total.value} from {total.source}, because "

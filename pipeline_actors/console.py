@@ -32,8 +32,8 @@ LIVE_ROWS = 20
 class Reporter:
     """Receiver of a run's progress, called by the master; this base prints nothing."""
 
-    def run_started(self, run_id: str, modules: int, workers: int) -> None:
-        pass
+    def run_started(self, run_id: str, modules: int, workers: int | None) -> None:
+        """Called once; `workers` is None when workers join over Redis."""
 
     def worker_joined(self, worker_id: str, capabilities: frozenset[str]) -> None:
         pass
@@ -54,8 +54,8 @@ class LineReporter(Reporter):
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
 
-    def run_started(self, run_id: str, modules: int, workers: int) -> None:
-        self._write(f"run {run_id}: {modules} modules on {workers} workers\n")
+    def run_started(self, run_id: str, modules: int, workers: int | None) -> None:
+        self._write(f"run {run_id}: {describe_start(modules, workers)}\n")
 
     def module_started(self, dispatch: Dispatch) -> None:
         where = _worker_label(dispatch.worker_id)
@@ -96,9 +96,9 @@ class LiveReporter(Reporter):
             transient=True,
         )
 
-    def run_started(self, run_id: str, modules: int, workers: int) -> None:
+    def run_started(self, run_id: str, modules: int, workers: int | None) -> None:
         self._total = modules
-        self.console.print(f"run {run_id}: {modules} modules on {workers} workers")
+        self.console.print(f"run {run_id}: {describe_start(modules, workers)}")
         self._live.start()
 
     def module_started(self, dispatch: Dispatch) -> None:
@@ -140,6 +140,12 @@ class LiveReporter(Reporter):
         if hidden > 0:
             heading += f" ({hidden} not shown)"
         return Group(Text(heading, style="bold"), table)
+
+
+def describe_start(modules: int, workers: int | None) -> str:
+    if workers is None:
+        return f"{modules} modules, on the workers that register over Redis"
+    return f"{modules} modules on {workers} workers"
 
 
 def describe(change: StatusChange) -> str:

@@ -11,6 +11,7 @@ class ExitCode(enum.IntEnum):
     OK = 0
     FAILED = 1
     INVALID = 2
+    UNAVAILABLE = 3
     CANCELLED = 130
 
 

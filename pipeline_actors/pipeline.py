@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from .console import Reporter
 from .module import Module
 from .report import RunReport
-from .runtime import new_run_id, run_local
+from .runtime import new_run_id, os_capability, run_local
 from .settings import RunSettings
 
 
@@ -73,7 +73,7 @@ def run(
     return run_local(
         modules,
         workers=local_workers or os.cpu_count() or 1,
-        capabilities=capabilities,
+        capabilities=[os_capability(), *capabilities],
         settings=settings,
         reporter=reporter,
     )

@@ -74,6 +74,9 @@ def run_local(
 ) -> RunReport:
     """Run `modules` on this machine with `workers` worker processes.
 
+    The workers offer exactly `capabilities`; callers add the operating
+    system's name when they want it (see `os_capability`).
+
     Raises `InvalidPipelineError` before anything starts when the graph is
     invalid. Every process the run starts has ended when this returns.
     """
@@ -83,7 +86,7 @@ def run_local(
         raise ValueError(f"a local run needs at least one worker, got {workers}")
     settings = settings or RunSettings(run_id=new_run_id())
     reporter = reporter or Reporter()
-    caps = frozenset({os_capability(), *(c.lower() for c in capabilities)})
+    caps = frozenset(c.lower() for c in capabilities)
 
     context = multiprocessing.get_context(start_method or default_start_method())
     worker_ids = [str(index) for index in range(1, workers + 1)]

@@ -85,10 +85,19 @@ def test_help_lists_every_option_with_default():
         "--heartbeat-timeout SECONDS",
         "--cancel-grace SECONDS",
         "--max-attempts N",
+        "--redis URL",
+        "--instance-index N",
+        "--total-instances N",
+        "--secret-file FILE",
+        "--min-workers N",
+        "--print-config",
     ):
         assert option in text
-    assert "(default: 1.0)" in text
-    assert "(default: WARNING)" in text
+    assert "(default: 1.0; environment: PIPELINE_ACTORS_HEARTBEAT_INTERVAL)" in text
+    assert "(default: WARNING; environment: PIPELINE_ACTORS_LOG_LEVEL)" in text
+    assert (
+        "(default: the CPU count; environment: PIPELINE_ACTORS_LOCAL_WORKERS)" in text
+    )
     assert "(default: pipeline.py)" in text
 
 

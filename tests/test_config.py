@@ -1019,10 +1019,21 @@ def test_explicit_role_beats_derivation():
 
 
 def test_instance_index_below_total():
-    message = config_error(flags={"instance_index": 2}, environ={})
+    message = config_error(
+        flags={"instance_index": 2}, environ={"PIPELINE_ACTORS_TOTAL_INSTANCES": "2"}
+    )
 
     assert message.startswith("instance index 2 from flag --instance-index must be")
-    assert "total instances 1 from default" in message
+    assert (
+        "total instances 2 from environment PIPELINE_ACTORS_TOTAL_INSTANCES" in message
+    )
+
+
+def test_instance_index_without_total_is_fine():
+    config = resolve({"instance_index": 5}, {}, None)
+
+    assert config.instance_index == 5
+    assert config.effective_role.value == "worker"
 
 
 def test_heartbeat_timeout_above_interval():

@@ -21,7 +21,11 @@ from .process import SupervisorWatch, prepare_actor_process
 def canceller_main(transport: Transport, settings: RunSettings) -> None:
     """Run the canceller; the entry point of its process."""
     prepare_actor_process(settings)
-    sys.exit(Canceller(transport, settings).run())
+    try:
+        code = Canceller(transport, settings).run()
+    finally:
+        transport.close()
+    sys.exit(code)
 
 
 class Canceller:

@@ -15,7 +15,11 @@ from .process import SupervisorWatch, prepare_actor_process
 def monitor_main(transport: Transport, settings: RunSettings) -> None:
     """Run the heartbeat monitor; the entry point of its process."""
     prepare_actor_process(settings)
-    sys.exit(HeartbeatMonitor(transport, settings).run())
+    try:
+        code = HeartbeatMonitor(transport, settings).run()
+    finally:
+        transport.close()
+    sys.exit(code)
 
 
 class HeartbeatMonitor:

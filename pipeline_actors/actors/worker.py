@@ -180,6 +180,7 @@ class WorkerActor:
         self._control.put(Shutdown("worker stopping"))
         self._beats.join(timeout=self._heartbeat_interval + 1)
         self._end_leftover_children()
+        self._transport.close()
         self._capture.close()
         self.log.debug("Stopped")
 

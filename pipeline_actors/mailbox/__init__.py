@@ -55,6 +55,9 @@ class Transport(Protocol):
     def fetch(self, value: Any) -> bytes:
         """Return the serialized result that `offload` returned `value` for."""
 
+    def close(self) -> None:
+        """Release what this process holds of the transport."""
+
 
 def encode(message: Any) -> bytes:
     """Serialize a message so that any actor of the run can read it."""

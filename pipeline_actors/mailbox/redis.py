@@ -120,12 +120,18 @@ class DropCounter:
         with self._lock:
             self.total[reason] += 1
             self._pending[reason] += 1
-            now = time.monotonic()
-            if now - self._last_log < DROP_LOG_INTERVAL:
+            if time.monotonic() - self._last_log < DROP_LOG_INTERVAL:
+                return
+        self.flush()
+
+    def flush(self) -> None:
+        """Log the rejections not logged yet, if any."""
+        with self._lock:
+            if not self._pending:
                 return
             summary = ", ".join(f"{n} {why}" for why, n in self._pending.items())
             self._pending.clear()
-            self._last_log = now
+            self._last_log = time.monotonic()
         logger.warning(
             "Dropped messages on mailbox {} without unpickling them: {} ({} in all)",
             self.mailbox,
@@ -279,6 +285,9 @@ class RedisTransport:
         return self.signer.open(envelope)
 
     def close(self) -> None:
+        """Log any rejected messages not reported yet and disconnect."""
+        for mailbox in list(self._mailboxes.values()):
+            mailbox.drops.flush()
         with self._lock:
             if self._client is not None:
                 self._client.close()
