@@ -1,0 +1,387 @@
+"""Runs across processes that share only a Redis URL, a run id and a secret."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from pipeline_actors.mailbox import encode
+from pipeline_actors.mailbox.signing import Signer
+
+from conftest import run_cli
+
+SECRET = "distributed-test-secret"
+
+DIAMOND = """
+    from pipeline_actors import Module
+
+    class Source(Module):
+        def execute(self, ctx):
+            return 10
+
+    class Left(Module):
+        depends_on = [Source]
+
+        def execute(self, ctx):
+            return ctx.result(Source) + 1
+
+    class Right(Module):
+        depends_on = [Source]
+
+        def execute(self, ctx):
+            return ctx.result(Source) * 3
+
+    class Sink(Module):
+        depends_on = [Left, Right]
+
+        def execute(self, ctx):
+            total = ctx.result(Left) + ctx.result(Right)
+            print(f"sink total {total}")
+            return total
+"""
+
+SLOW = """
+    import time
+    from pipeline_actors import Module
+
+    class Slow(Module):
+        def execute(self, ctx):
+            time.sleep(1.5)
+            return "slow done"
+"""
+
+
+def new_run_id() -> str:
+    return f"run-{uuid.uuid4().hex[:10]}"
+
+
+def instance_env(redis_server, run_id: str, **extra: str) -> dict[str, str]:
+    return {
+        "REDIS_URL": redis_server.url,
+        "PIPELINE_ACTORS_RUN_ID": run_id,
+        "PIPELINE_ACTORS_SECRET": SECRET,
+        **extra,
+    }
+
+
+def start_worker(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline_actors", "worker", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return out, err
+
+
+def summary_rows(out: str) -> dict[str, tuple[str, str]]:
+    """Return {module: (status, worker)} from the summary table."""
+    rows = re.findall(
+        r"^\s+(\w+)\s+(succeeded|failed|skipped|cancelled)\s+(\S+)", out, re.M
+    )
+    return {module: (status, worker) for module, status, worker in rows}
+
+
+def wait_for_registrations(redis_server, run_id: str, count: int) -> None:
+    key = f"pipeline_actors:{{{run_id}}}:workers"
+    deadline = time.monotonic() + 30
+    while int(redis_server.cli("hlen", key) or 0) < count:
+        assert time.monotonic() < deadline, "workers did not register"
+        time.sleep(0.05)
+
+
+def test_master_and_two_workers_run_a_diamond(redis_server, pipeline_file):
+    run_id = new_run_id()
+    env = instance_env(redis_server, run_id)
+    workers = [
+        start_worker(env, "--instance-index", str(index), "--local-workers", "1")
+        for index in (1, 2)
+    ]
+
+    master = run_cli(
+        pipeline_file(DIAMOND), "--local-workers", "0", "--min-workers", "2", env=env
+    )
+    worker_results = [finish(worker) for worker in workers]
+
+    assert master.returncode == 0, master.stderr
+    assert "sink total 41" in master.stdout
+    rows = summary_rows(master.stdout)
+    assert set(rows) == {"Source", "Left", "Right", "Sink"}
+    for status, worker in rows.values():
+        assert status == "succeeded"
+        assert worker in {"1.1", "2.1"}
+    for worker, (_, err) in zip(workers, worker_results, strict=True):
+        assert worker.returncode == 0, err
+
+
+def test_worker_started_first_waits_for_master(redis_server, pipeline_file):
+    run_id = new_run_id()
+    env = instance_env(redis_server, run_id)
+    worker = start_worker(env, "--instance-index", "1", "--local-workers", "1")
+    wait_for_registrations(redis_server, run_id, 1)
+
+    master = run_cli(pipeline_file(DIAMOND), "--local-workers", "0", env=env)
+    finish(worker)
+
+    assert master.returncode == 0, master.stderr
+    assert {w for _, w in summary_rows(master.stdout).values()} == {"1.1"}
+    assert worker.returncode == 0
+
+
+def test_two_runs_on_one_redis_stay_apart(redis_server, tmp_path):
+    masters, workers = [], []
+    for name in ("first", "second"):
+        folder = tmp_path / name
+        folder.mkdir()
+        module_name = f"Only{name.title()}"
+        (folder / "pipeline.py").write_text(
+            "from pipeline_actors import Module\n"
+            f"class {module_name}(Module):\n"
+            "    def execute(self, ctx):\n"
+            f"        return '{name}'\n"
+        )
+        env = instance_env(redis_server, new_run_id())
+        workers.append(
+            start_worker(env, "--instance-index", "1", "--local-workers", "1")
+        )
+        masters.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "pipeline_actors", str(folder / "pipeline.py"),
+                 "--local-workers", "0", "--min-workers", "1"],
+                env={**os.environ, **env}, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True,
+            )
+        )  # fmt: skip
+
+    outputs = [finish(master)[0] for master in masters]
+    for worker in workers:
+        finish(worker)
+
+    assert set(summary_rows(outputs[0])) == {"OnlyFirst"}
+    assert set(summary_rows(outputs[1])) == {"OnlySecond"}
+    assert [m.returncode for m in masters] == [0, 0]
+    assert [w.returncode for w in workers] == [0, 0]
+
+
+def test_second_master_under_live_run_id_is_refused(redis_server, pipeline_file):
+    run_id = new_run_id()
+    env = instance_env(redis_server, run_id)
+    path = pipeline_file(SLOW)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pipeline_actors", str(path), "--local-workers", "1"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    key = f"pipeline_actors:{{{run_id}}}:master"
+    deadline = time.monotonic() + 30
+    while redis_server.cli("exists", key).strip() != "1":
+        assert time.monotonic() < deadline, "first master did not claim the run"
+        time.sleep(0.05)
+
+    second = run_cli(path, "--local-workers", "1", env=env)
+    _, err = finish(first)
+
+    assert second.returncode == 2
+    assert f"run id {run_id!r} is taken" in second.stderr
+    assert "give this run another id" in second.stderr
+    assert first.returncode == 0, err
+    assert "slow done" not in second.stdout
+
+
+def evil_pickle(marker: Path) -> bytes:
+    """Return a pickle that creates `marker` when it is unpickled."""
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    return pickle.dumps(Evil())
+
+
+def test_bad_messages_are_dropped_and_never_unpickled(
+    redis_server, pipeline_file, tmp_path
+):
+    run_id = new_run_id()
+    env = instance_env(redis_server, run_id)
+    markers = [tmp_path / f"unpickled-{n}" for n in range(3)]
+    sealed = bytearray(Signer(SECRET.encode(), run_id).seal(evil_pickle(markers[0])))
+    sealed[len(sealed) // 2] ^= 0x01
+    other_run = Signer(SECRET.encode(), "other-run").seal(evil_pickle(markers[2]))
+    inbox = f"pipeline_actors:{{{run_id}}}:mailbox:worker:1.1"
+    for envelope in (bytes(sealed), evil_pickle(markers[1]), other_run, b"\x00garbage"):
+        redis_server.cli("rpush", inbox, last_argument=envelope)
+
+    worker = start_worker(env, "--instance-index", "1", "--local-workers", "1")
+    master = run_cli(pipeline_file(DIAMOND), "--local-workers", "0", env=env)
+    _, worker_log = finish(worker)
+
+    assert master.returncode == 0, master.stderr
+    assert worker.returncode == 0, worker_log
+    assert (
+        "Dropped messages on mailbox worker:1.1 without unpickling them" in worker_log
+    )
+    assert "unsigned or tampered with" in worker_log
+    assert "not a message" in worker_log
+    assert "from another run" in worker_log
+    assert "(4 in all)" in worker_log
+    assert not any(marker.exists() for marker in markers)
+
+
+def test_signed_message_from_this_run_is_read():
+    signer = Signer(SECRET.encode(), "run")
+
+    assert signer.open(signer.seal(encode("hello"))) == encode("hello")
+
+
+def test_unreachable_redis_exits_three(pipeline_file):
+    started = time.monotonic()
+    result = run_cli(
+        pipeline_file(DIAMOND),
+        "--redis",
+        "redis://admin:hunter2@127.0.0.1:1/0",
+        env={"PIPELINE_ACTORS_SECRET": SECRET},
+    )
+
+    assert result.returncode == 3
+    assert time.monotonic() - started < 15
+    assert "cannot reach Redis at redis://127.0.0.1:1/0" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_redis_without_secret_is_refused(redis_server, pipeline_file):
+    result = run_cli(pipeline_file(DIAMOND), "--redis", redis_server.url)
+
+    assert result.returncode == 2
+    assert "needs a shared secret" in result.stderr
+    assert "PIPELINE_ACTORS_SECRET" in result.stderr
+
+
+def test_insecure_runs_with_a_warning(redis_server, pipeline_file):
+    result = run_cli(
+        pipeline_file(DIAMOND), "--redis", redis_server.url, "--insecure",
+        "--local-workers", "1",
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert "without a secret (--insecure)" in result.stderr
+
+
+def test_several_instances_need_a_run_id(redis_server, pipeline_file):
+    result = run_cli(
+        pipeline_file(DIAMOND), "--redis", redis_server.url, "--total-instances", "3",
+        env={"PIPELINE_ACTORS_SECRET": SECRET},
+    )  # fmt: skip
+
+    assert result.returncode == 2
+    assert "a run of 3 instances needs one run id" in result.stderr
+    assert "PIPELINE_ACTORS_RUN_ID" in result.stderr
+
+
+def test_empty_pipeline_releases_the_workers(redis_server, pipeline_file):
+    run_id = new_run_id()
+    env = instance_env(redis_server, run_id)
+    worker = start_worker(env, "--instance-index", "1", "--local-workers", "1")
+    wait_for_registrations(redis_server, run_id, 1)
+
+    master = run_cli(pipeline_file("from pipeline_actors import Module\n"), env=env)
+    finish(worker)
+
+    assert master.returncode == 0, master.stderr
+    assert worker.returncode == 0
+
+
+def test_local_workers_share_redis_with_remote_ones(redis_server, pipeline_file):
+    run_id = new_run_id()
+    env = instance_env(redis_server, run_id)
+    worker = start_worker(env, "--instance-index", "1", "--local-workers", "1")
+
+    master = run_cli(
+        pipeline_file(DIAMOND), "--local-workers", "1", "--min-workers", "2", env=env
+    )
+    finish(worker)
+
+    assert master.returncode == 0, master.stderr
+    used = {w for _, w in summary_rows(master.stdout).values()}
+    assert used <= {"0.1", "1.1"}
+    assert worker.returncode == 0
+
+
+def test_print_config_masks_secrets(redis_server, pipeline_file):
+    result = run_cli(
+        pipeline_file(DIAMOND), "--print-config",
+        "--redis", "redis://user:topsecret@127.0.0.1:6379/0",
+        env={"PIPELINE_ACTORS_SECRET": "hush", "MODULARPIPELINES_RUN_ID": "ci-42"},
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert "topsecret" not in result.stdout
+    assert "hush" not in result.stdout
+    assert "redis://user:***@127.0.0.1:6379/0" in result.stdout
+    assert re.search(
+        r"run_id += ci-42 +\(environment MODULARPIPELINES_RUN_ID\)", result.stdout
+    )
+    assert re.search(
+        r"role += master +\(derived from instance index 0\)", result.stdout
+    )
+
+
+@pytest.mark.timeout(180)
+def test_large_result_travels_by_reference(redis_server, pipeline_file):
+    run_id = new_run_id()
+    env = instance_env(redis_server, run_id)
+    path = pipeline_file(
+        """
+        import hashlib
+        from pipeline_actors import Module
+
+        class Big(Module):
+            def execute(self, ctx):
+                return bytes(range(256)) * (40 * 1024 * 1024 // 256)
+
+        class Check(Module):
+            depends_on = [Big]
+
+            def execute(self, ctx):
+                data = ctx.result(Big)
+                digest = hashlib.sha256(data).hexdigest()[:12]
+                print(f"received {len(data)} bytes, sha {digest}")
+        """
+    )
+    expected = __import__("hashlib").sha256(
+        bytes(range(256)) * (40 * 1024 * 1024 // 256)
+    )
+    workers = [
+        start_worker(env, "--instance-index", str(i), "--local-workers", "1")
+        for i in (1, 2)
+    ]
+
+    master = run_cli(
+        path, "--local-workers", "0", "--min-workers", "2", env=env, timeout=150
+    )
+    for worker in workers:
+        finish(worker)
+
+    assert master.returncode == 0, master.stderr
+    assert (
+        f"received {40 * 1024 * 1024} bytes, sha {expected.hexdigest()[:12]}"
+        in master.stdout
+    )
+    keys = redis_server.cli(
+        "--scan", "--pattern", f"pipeline_actors:{{{run_id}}}:result:*"
+    )
+    assert keys.split() == [f"pipeline_actors:{{{run_id}}}:result:Big:1"]
