@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
@@ -362,9 +363,7 @@ def test_large_result_travels_by_reference(redis_server, pipeline_file):
                 print(f"received {len(data)} bytes, sha {digest}")
         """
     )
-    expected = __import__("hashlib").sha256(
-        bytes(range(256)) * (40 * 1024 * 1024 // 256)
-    )
+    expected = hashlib.sha256(bytes(range(256)) * (40 * 1024 * 1024 // 256))
     workers = [
         start_worker(env, "--instance-index", str(i), "--local-workers", "1")
         for i in (1, 2)
