@@ -65,6 +65,10 @@ class UndeclaredDependencyError(PipelineActorsError, LookupError):
     """Raised by `Context.result` for a module that is not a declared dependency."""
 
 
+ARGV_SHOWN = 12
+"""Arguments of a failed command quoted in its error; `argv` keeps them all."""
+
+
 class CommandFailedError(PipelineActorsError):
     """Raised by `Context.run` when a command exits with a non-zero status."""
 
@@ -72,7 +76,9 @@ class CommandFailedError(PipelineActorsError):
         self.argv = argv
         self.returncode = returncode
         self.output_tail = output_tail
-        command = " ".join(argv)
+        command = " ".join(argv[:ARGV_SHOWN])
+        if len(argv) > ARGV_SHOWN:
+            command += f" ... ({len(argv) - ARGV_SHOWN} more arguments)"
         msg = f"command {command!r} exited with status {returncode}"
         if output_tail:
             msg += f"; last lines of its output:\n{output_tail}"

@@ -76,7 +76,8 @@ def _import_file(path: Path) -> ModuleType:
         spec.loader.exec_module(namespace)
     except BaseException as exc:
         del sys.modules[name]
-        if isinstance(exc, KeyboardInterrupt):
+        # The pipeline's own InvalidPipelineError already says what is wrong.
+        if isinstance(exc, (KeyboardInterrupt, InvalidPipelineError)):
             raise
         raise PipelineImportError(_import_failure(str(path), exc)) from exc
     return namespace
@@ -94,7 +95,7 @@ def _import_name(name: str) -> ModuleType:
             raise PipelineNotFoundError(msg) from exc
         raise PipelineImportError(_import_failure(name, exc)) from exc
     except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt):
+        if isinstance(exc, (KeyboardInterrupt, InvalidPipelineError)):
             raise
         raise PipelineImportError(_import_failure(name, exc)) from exc
 

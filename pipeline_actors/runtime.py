@@ -78,7 +78,9 @@ def run_local(
     system's name when they want it (see `os_capability`).
 
     Raises `InvalidPipelineError` before anything starts when the graph is
-    invalid. Every process the run starts has ended when this returns.
+    invalid. Every process the run starts has ended when this returns, except
+    multiprocessing's forkserver and resource tracker: they serve the runs
+    that follow and end with the calling process.
     """
     modules = list(modules)
     graph = Graph.build(modules)

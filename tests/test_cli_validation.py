@@ -158,3 +158,19 @@ def test_bad_worker_count_is_rejected(pipeline_file, value):
     assert result.returncode == 2
     assert "--local-workers" in result.stderr
     assert_nothing_executed(path.parent)
+
+
+def test_pipeline_raising_invalid_pipeline_shows_message_only(pipeline_file):
+    path = pipeline_file(
+        """
+    from pipeline_actors import InvalidPipelineError
+
+    raise InvalidPipelineError("set PROJECT_DIR to the project to test")
+    """
+    )
+
+    result = run_cli(path, "--local-workers", "1")
+
+    assert_rejected(result, "error: set PROJECT_DIR to the project to test")
+    assert "Traceback" not in result.stderr
+    assert "line" not in result.stderr

@@ -324,3 +324,13 @@ def test_every_module_runs_once(tmp_path, workers):
     assert sorted(log.read_text().split()) == sorted(f"m{i}" for i in range(40))
     used = {m.worker_id for m in report.modules.values()}
     assert used <= {str(i) for i in range(1, workers + 1)}
+
+
+def test_failed_command_error_shortens_long_argv():
+    from pipeline_actors import CommandFailedError
+
+    error = CommandFailedError(["pytest", *(f"test_{i}" for i in range(500))], 1, "")
+
+    assert "test_10 ... (489 more arguments)" in str(error)
+    assert "test_11" not in str(error)
+    assert len(error.argv) == 501
