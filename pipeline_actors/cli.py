@@ -32,6 +32,7 @@ from .errors import ConfigError, ExitCode, InvalidPipelineError
 from .loader import DEFAULT_PIPELINE, load_pipeline
 from .logs import configure
 from .mailbox.redis import RedisSettings, RedisTransport, RedisUnavailableError
+from .module import Module
 from .runtime import new_run_id, os_capability, run_local
 from .settings import RunSettings
 
@@ -151,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
     return _run_master(modules, config)
 
 
-def _run_local(modules: list, config: ResolvedConfig) -> int:
+def _run_local(modules: list[type[Module]], config: ResolvedConfig) -> int:
     workers = _local_workers(config)
     if workers == 0:
         msg = "--local-workers must be 1 or more for a run without --redis"
@@ -166,7 +167,7 @@ def _run_local(modules: list, config: ResolvedConfig) -> int:
     return report.exit_code
 
 
-def _run_master(modules: list, config: ResolvedConfig) -> int:
+def _run_master(modules: list[type[Module]], config: ResolvedConfig) -> int:
     run_id = config.run_id
     if run_id is None and config.total_instances > 1:
         msg = (

@@ -86,6 +86,7 @@ class LiveReporter(Reporter):
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()
         self._running: dict[str, tuple[str, float]] = {}
+        self._queued: set[str] = set()
         self._counts: Counter[ModuleStatus] = Counter()
         self._total = 0
         self._lock = threading.Lock()
@@ -103,11 +104,15 @@ class LiveReporter(Reporter):
 
     def module_started(self, dispatch: Dispatch) -> None:
         with self._lock:
+            self._queued.discard(dispatch.module)
             self._running[dispatch.module] = (dispatch.worker_id, time.monotonic())
 
     def status_changed(self, change: StatusChange, output: str) -> None:
         with self._lock:
             self._running.pop(change.module, None)
+            self._queued.discard(change.module)
+            if change.status is ModuleStatus.QUEUED:
+                self._queued.add(change.module)
             if change.status.is_terminal:
                 self._counts[change.status] += 1
         if not change.status.is_terminal:
@@ -128,6 +133,7 @@ class LiveReporter(Reporter):
         with self._lock:
             running = sorted(self._running.items(), key=lambda item: item[1][1])
             done = sum(self._counts.values())
+            queued = len(self._queued)
         now = time.monotonic()
         table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False)
         table.add_column("running")
@@ -136,7 +142,7 @@ class LiveReporter(Reporter):
         for name, (worker_id, started) in running[:LIVE_ROWS]:
             table.add_row(name, worker_id, f"{now - started:.1f} s")
         hidden = len(running) - LIVE_ROWS
-        heading = f"{done}/{self._total} done, {len(running)} running"
+        heading = f"{done}/{self._total} done, {len(running)} running, {queued} queued"
         if hidden > 0:
             heading += f" ({hidden} not shown)"
         return Group(Text(heading, style="bold"), table)

@@ -64,7 +64,7 @@ def run_master(
     modules = list(modules)
     graph = Graph.build(modules)
     reporter = reporter or Reporter()
-    _claim_master(transport, settings.run_id)
+    _claim_master(transport, settings)
     transport.set_state("running")
 
     worker_ids = [f"0.{k}" for k in range(1, options.local_workers + 1)]
@@ -84,7 +84,10 @@ def run_master(
                 find_dead_workers=supervisor.newly_dead_workers,
                 min_workers=options.min_workers,
             )
-            keepalive = _KeyRefresher(transport, master.stored_results)
+            keepalive = _KeyRefresher(
+                transport, master.stored_results, settings.heartbeat_interval,
+                settings.heartbeat_timeout,
+            )  # fmt: skip
             with keepalive.running(), interrupt_cancels(master.request_cancel):
                 report = master.run()
             final_state = (
@@ -130,13 +133,14 @@ def run_worker_instance(
     return ExitCode.OK
 
 
-def _claim_master(transport: RedisTransport, run_id: str) -> None:
+def _claim_master(transport: RedisTransport, settings: RunSettings) -> None:
+    run_id = settings.run_id
     identity = (
         f"pid {os.getpid()} on {socket.gethostname()} since "
         f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}"
     )
     state = transport.run_state()
-    holder = transport.claim_master(identity)
+    holder = transport.claim_master(identity, settings.heartbeat_timeout)
     if holder is None and state is None:
         return
     if holder is None:
@@ -176,16 +180,21 @@ def _shut_down_remote_workers(transport: RedisTransport, exclude: list[str]) -> 
 
 
 class _KeyRefresher:
-    """Pushes back the expiry of the run's keys while the master is alive."""
+    """Renews the master's lease every heartbeat, and the run's other keys
+    every third of their time-to-live, while the master is alive."""
 
     def __init__(
         self,
         transport: RedisTransport,
         stored_results: Callable[[], list[ResultRef]],
+        heartbeat_interval: float,
+        lease: float,
     ) -> None:
         self._transport = transport
         self._stored_results = stored_results
-        self._interval = max(1.0, min(transport.keys.ttl / 3, 60.0))
+        self._interval = heartbeat_interval
+        self._lease = lease
+        self._refresh_every = max(1.0, min(transport.keys.ttl / 3, 60.0))
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._refresh_until_stopped, name="key-refresher", daemon=True
@@ -202,12 +211,18 @@ class _KeyRefresher:
 
     def _refresh_until_stopped(self) -> None:
         log = logs.actor_logger("master", self._transport.settings.run_id)
+        last_refresh = time.monotonic()
         while not self._stop.wait(self._interval):
-            workers = self._transport.worker_ids()
-            addresses = [MASTER, MONITOR, CANCELLER]
-            for worker_id in workers:
-                addresses += [worker_address(worker_id), control_address(worker_id)]
             try:
-                self._transport.refresh(addresses, self._stored_results())
+                self._transport.renew_master(self._lease)
+                if time.monotonic() - last_refresh >= self._refresh_every:
+                    self._refresh_run_keys()
+                    last_refresh = time.monotonic()
             except Exception:
                 log.opt(exception=True).warning("Could not refresh the run's keys")
+
+    def _refresh_run_keys(self) -> None:
+        addresses = [MASTER, MONITOR, CANCELLER]
+        for worker_id in self._transport.worker_ids():
+            addresses += [worker_address(worker_id), control_address(worker_id)]
+        self._transport.refresh(addresses, self._stored_results())

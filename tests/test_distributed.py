@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 from pipeline_actors.mailbox import encode
@@ -384,3 +385,50 @@ def test_large_result_travels_by_reference(redis_server, pipeline_file):
         "--scan", "--pattern", f"pipeline_actors:{{{run_id}}}:result:*"
     )
     assert keys.split() == [f"pipeline_actors:{{{run_id}}}:result:Big:1"]
+
+
+def test_worker_exits_when_its_master_dies(redis_server, pipeline_file, tmp_path):
+    run_id = new_run_id()
+    env = instance_env(redis_server, run_id)
+    started = tmp_path / "summary.started"
+    path = pipeline_file(
+        f"""
+        import time
+        from pathlib import Path
+        from pipeline_actors import Module
+
+        class Quick(Module):
+            def execute(self, ctx):
+                return 1
+
+        class Wait(Module):
+            depends_on = [Quick]
+            pin_to_master = True
+
+            def execute(self, ctx):
+                Path({str(started)!r}).write_text("")
+                time.sleep(60)
+        """
+    )
+    worker = start_worker(env, "--instance-index", "1", "--local-workers", "1")
+    master = subprocess.Popen(
+        [sys.executable, "-m", "pipeline_actors", str(path), "--local-workers", "0",
+         "--heartbeat-timeout", "2", "--min-workers", "1"],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert time.monotonic() < deadline, "the pinned module did not start"
+        time.sleep(0.05)
+    family = psutil.Process(master.pid).children(recursive=True)
+
+    master.kill()
+    master.wait(timeout=10)
+    _, worker_log = finish(worker, timeout=30)
+    # The master's own actors notice that their supervisor died, and exit.
+    _, alive = psutil.wait_procs(family, timeout=10)
+    master.communicate(timeout=10)
+
+    assert worker.returncode == 1
+    assert "The master of the run is gone" in worker_log
+    assert [p.pid for p in alive] == []

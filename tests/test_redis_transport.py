@@ -121,8 +121,21 @@ def test_master_claim_is_exclusive(redis_server):
     first = new_transport(redis_server.url, run_id="claimed")
     second = new_transport(redis_server.url, run_id="claimed")
 
-    assert first.claim_master("pid 1 on a") is None
-    assert second.claim_master("pid 2 on b") == "pid 1 on a"
+    assert first.claim_master("pid 1 on a", lease=30) is None
+    assert second.claim_master("pid 2 on b", lease=30) == "pid 1 on a"
+    assert second.master_alive()
+
+
+def test_master_lease_expires_unless_renewed(redis_server):
+    transport = new_transport(redis_server.url)
+    transport.claim_master("pid 1 on a", lease=0.3)
+    transport.renew_master(lease=0.6)
+
+    assert transport.master_alive()
+    deadline = time.monotonic() + 5
+    while transport.master_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not transport.master_alive()
 
 
 def test_unreachable_redis_names_host_not_password():

@@ -167,6 +167,9 @@ class WorkerActor:
         if state in ("finished", "cancelled"):
             self.log.info("The run is {}; stopping", state)
             return 0
+        if welcomed and not self._transport.master_alive():
+            self.log.error("The master of the run is gone; stopping")
+            return 1
         waited = time.monotonic() - registered_at
         if not welcomed and waited > self.settings.registration_timeout:
             self.log.error(

@@ -46,6 +46,9 @@ class Transport(Protocol):
     def run_state(self) -> str | None:
         """Return ``finished`` or ``cancelled`` once the master ended the run."""
 
+    def master_alive(self) -> bool:
+        """Return whether the run's master is still there."""
+
     def register_worker(self, worker_id: str) -> None:
         """Record a worker, so that a cancel reaches it."""
 

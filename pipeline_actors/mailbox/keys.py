@@ -14,7 +14,8 @@ key                                    type    contains
 ``…:mailbox:canceller``                list    cancel requests
 ``…:mailbox:worker:<id>``              list    assignments to one worker
 ``…:mailbox:worker:<id>:control``      list    cancels, read beside a module
-``…:master``                           string  the live master's identity
+``…:master``                           string  the live master's identity; a
+                                               lease of one heartbeat timeout
 ``…:workers``                          hash    worker id -> pid and host
 ``…:state``                            string  ``running``, ``finished`` or
                                                ``cancelled``

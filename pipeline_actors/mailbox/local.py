@@ -156,6 +156,10 @@ class LocalTransport:
         """Return None: a local run's state lives in its master alone."""
         return None
 
+    def master_alive(self) -> bool:
+        """Return True: local workers watch the master's process instead."""
+        return True
+
     def register_worker(self, worker_id: str) -> None:
         """Do nothing: local workers are known from the start."""
 

@@ -236,15 +236,26 @@ class RedisTransport:
         pipe.pexpire(self.keys.workers, self.keys.ttl_ms)
         pipe.execute()
 
-    def claim_master(self, identity: str) -> str | None:
-        """Become the run's master; return the holder's identity when taken."""
+    def claim_master(self, identity: str, lease: float) -> str | None:
+        """Become the run's master; return the holder's identity when taken.
+
+        The claim is a lease of `lease` seconds that `renew_master` extends,
+        so the key of a master that died expires soon, and its workers see
+        that it is gone.
+        """
         claimed = self.client.set(
-            self.keys.master, identity, nx=True, px=self.keys.ttl_ms
+            self.keys.master, identity, nx=True, px=max(1, int(lease * 1000))
         )
         if claimed:
             return None
         holder = self.client.get(self.keys.master)
         return holder.decode() if holder else "an unknown master"
+
+    def renew_master(self, lease: float) -> None:
+        self.client.pexpire(self.keys.master, max(1, int(lease * 1000)))
+
+    def master_alive(self) -> bool:
+        return bool(self.client.exists(self.keys.master))
 
     def release_master(self) -> None:
         self.client.delete(self.keys.master)
@@ -258,7 +269,7 @@ class RedisTransport:
 
     def refresh(self, addresses: Iterable[str], results: Iterable[ResultRef]) -> None:
         """Push back the expiry of every key of the run that is still in use."""
-        keys = [self.keys.master, self.keys.workers, self.keys.state]
+        keys = [self.keys.workers, self.keys.state]
         keys += [self.keys.mailbox(address) for address in addresses]
         keys += [ref.key for ref in results]
         pipe = self.client.pipeline(transaction=False)
