@@ -138,6 +138,10 @@ class Context:
             with self._lock:
                 self._processes.discard(process)
             _kill_group(process, signal.SIGKILL)
+            # Reap it here, so that no dead child is left for the worker's
+            # sweep to report as a leftover.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
 
         if self.cancelled:
             raise ModuleCancelled

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import psutil
@@ -107,23 +107,46 @@ def run_cli(
 
 
 class RedisServer:
-    """A private redis-server on a free loopback port, for the whole suite."""
+    """A private redis-server, by default on a free loopback port.
 
-    def __init__(self, folder: Path) -> None:
+    `server_args` go on the server's command line after the defaults. A
+    server on a Unix socket, or one with TLS or a password, also needs `url`,
+    the URL that clients connect with. It needs `cli_args` too, the redis-cli
+    options that reach it, which are ``-p PORT`` by default. `requirement`
+    names what the server needs beyond a plain redis-server, for the failure
+    message when it does not start.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        port: int | None = None,
+        server_args: Sequence[str] = (),
+        url: str | None = None,
+        cli_args: Sequence[str] | None = None,
+        requirement: str | None = None,
+    ) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
             pytest.fail(
                 "redis-server is not installed; the Redis tests need it "
                 "(Debian: apt-get install redis-server). .ci/run installs it."
             )
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = subprocess.Popen(
-            [executable, "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(folder)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        self.port = free_port() if port is None else port
+        self.url = url or f"redis://127.0.0.1:{self.port}/0"
+        self.cli_args = ["-p", str(self.port)] if cli_args is None else list(cli_args)
+        self.log_path = folder / "redis-server.log"
+        self.requirement = requirement
+        command = [
+            executable, "--port", str(self.port), "--bind", "127.0.0.1",
+            "--save", "", "--appendonly", "no", "--dir", str(folder),
+            *server_args,
+        ]  # fmt: skip
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT
+            )
         SUITE_PROCESSES.add(self.process.pid)
         self._wait_until_ready()
 
@@ -135,7 +158,7 @@ class RedisServer:
         """
         extra = ["-x"] if last_argument is not None else []
         result = subprocess.run(
-            ["redis-cli", "-p", str(self.port), *extra, *args],
+            ["redis-cli", *self.cli_args, *extra, *args],
             input=last_argument,
             capture_output=True,
             timeout=10,
@@ -150,26 +173,42 @@ class RedisServer:
 
     def _wait_until_ready(self, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
+        answer = ""
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
+                SUITE_PROCESSES.discard(self.process.pid)
                 pytest.fail(
                     f"redis-server exited with status {self.process.returncode}"
+                    + self._requirement_text()
+                    + f"; its output ends with:\n{self._log_tail()}"
                 )
-            try:
-                with socket.create_connection(
-                    ("127.0.0.1", self.port), timeout=0.5
-                ) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
+            ping = subprocess.run(
+                ["redis-cli", *self.cli_args, "ping"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            )
+            answer = (ping.stdout + ping.stderr).strip()
+            if ping.returncode == 0 and answer == "PONG":
+                return
             time.sleep(0.05)
         self.stop()
-        pytest.fail(f"redis-server did not answer on port {self.port} in {timeout:g} s")
+        pytest.fail(
+            f"redis-server did not answer redis-cli's PING in {timeout:g} s"
+            + self._requirement_text()
+            + f"; the last answer was {answer!r}"
+        )
+
+    def _requirement_text(self) -> str:
+        return f" (it needs {self.requirement})" if self.requirement else ""
+
+    def _log_tail(self, lines: int = 5) -> str:
+        text = self.log_path.read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """Return a loopback TCP port that nothing listened on a moment ago."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
