@@ -258,6 +258,11 @@ def _instance_options(config: ResolvedConfig) -> InstanceOptions:
         capabilities=_capabilities(config),
         min_workers=config.min_workers,
         instance_index=config.instance_index,
+        total_instances=(
+            config.total_instances
+            if config.source("total_instances") != "default"
+            else None
+        ),
     )
 
 

@@ -9,6 +9,7 @@ register with the master and receive the module classes from it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import secrets
@@ -51,6 +52,8 @@ class InstanceOptions:
     capabilities: frozenset[str]
     min_workers: int = 0
     instance_index: int | None = None
+    total_instances: int | None = None
+    """Instances of the run when given, so the master knows when all registered."""
 
 
 def run_master(
@@ -68,6 +71,7 @@ def run_master(
     transport.set_state("running")
 
     worker_ids = [f"0.{k}" for k in range(1, options.local_workers + 1)]
+    settings = dataclasses.replace(settings, instance_workers=len(worker_ids))
     supervisor = _supervisor(transport, settings, worker_ids, options, helpers=True)
     reporter.run_started(settings.run_id, len(graph), None)
 
@@ -83,6 +87,7 @@ def run_master(
                 expected_workers=None,
                 find_dead_workers=supervisor.newly_dead_workers,
                 min_workers=options.min_workers,
+                total_instances=options.total_instances,
             )
             keepalive = _KeyRefresher(
                 transport, master.stored_results, settings.heartbeat_interval,
@@ -116,6 +121,7 @@ def run_worker_instance(
         else secrets.token_hex(2)
     )
     worker_ids = [f"{prefix}.{k}" for k in range(1, options.local_workers + 1)]
+    settings = dataclasses.replace(settings, instance_workers=len(worker_ids))
     supervisor = _supervisor(transport, settings, worker_ids, options, helpers=False)
     log = logs.actor_logger("supervisor", settings.run_id)
 

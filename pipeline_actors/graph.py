@@ -11,7 +11,13 @@ from .errors import (
     InvalidPipelineError,
     MissingDependencyError,
 )
-from .module import Module, capability_names, defines_execute, dependency_names
+from .module import (
+    Module,
+    capability_names,
+    defines_execute,
+    dependency_names,
+    platform_names,
+)
 
 DEFAULT_DURATION = 1.0
 """Seconds assumed for a module that declares no `estimated_duration`."""
@@ -26,6 +32,8 @@ class ModuleSpec:
     requires: frozenset[str]
     pin_to_master: bool
     duration: float
+    platforms: frozenset[str] = frozenset()
+    """Operating systems the module runs on, any one of them; empty for any."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,7 @@ def _spec_of(module: type[Module]) -> ModuleSpec:
         requires=capability_names(module),
         pin_to_master=bool(module.pin_to_master),
         duration=DEFAULT_DURATION if duration is None else float(duration),
+        platforms=platform_names(module),
     )
 
 

@@ -42,6 +42,8 @@ class RegisterWorker:
     capabilities: frozenset[str]
     pid: int
     host: str
+    instance_workers: int = 1
+    """Workers the registering worker's instance starts, itself included."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,10 @@ class Module:
             It starts only after all of them succeeded.
         requires: Capabilities a worker must offer to run this module, such as
             ``"linux"`` or ``"gpu"``. Compared case-insensitively.
+        only_on: Operating systems the module runs on: any of ``"linux"``,
+            ``"macos"`` and ``"windows"``. It runs only on a worker offering
+            one of them as a capability, which workers do for their own
+            system, so it need not be repeated in `requires`.
         pin_to_master: Run the module in the master's process, never on a worker.
         estimated_duration: Expected seconds of work, used to start the modules
             on the longest path first. Defaults to one second.
@@ -33,6 +37,7 @@ class Module:
     name: ClassVar[str]
     depends_on: ClassVar[Iterable[type[Module] | str]] = ()
     requires: ClassVar[Iterable[str]] = ()
+    only_on: ClassVar[Iterable[str]] = ()
     pin_to_master: ClassVar[bool] = False
     estimated_duration: ClassVar[float | None] = None
     abstract: ClassVar[bool] = True
@@ -64,6 +69,17 @@ def capability_names(cls: type[Module]) -> frozenset[str]:
     return frozenset(capability.lower() for capability in cls.requires)
 
 
+OPERATING_SYSTEMS = frozenset({"linux", "macos", "windows"})
+"""Capabilities naming an operating system, as workers advertise them."""
+
+
+def platform_names(cls: type[Module]) -> frozenset[str]:
+    """Return the operating systems `cls` is restricted to, in lower case."""
+    only_on = cls.only_on
+    names = [only_on] if isinstance(only_on, str) else list(only_on)
+    return frozenset(name.lower() for name in names)
+
+
 def _name_of(dep: type[Module] | str) -> str:
     return dep if isinstance(dep, str) else dep.name
 
@@ -90,6 +106,12 @@ def _check_declarations(cls: type[Module]) -> None:
     caps = cls.requires
     if isinstance(caps, str) or not all(isinstance(c, str) and c for c in caps):
         msg = f"{where}: requires must be a list of capability names, got {caps!r}"
+        raise InvalidPipelineError(msg)
+
+    unknown = platform_names(cls) - OPERATING_SYSTEMS
+    if unknown:
+        known = ", ".join(sorted(OPERATING_SYSTEMS))
+        msg = f"{where}: only_on names unknown systems {sorted(unknown)}; use {known}"
         raise InvalidPipelineError(msg)
 
     duration = cls.estimated_duration

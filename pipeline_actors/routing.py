@@ -29,7 +29,9 @@ def can_run(worker: WorkerView, module: ModuleSpec) -> bool:
         return False
     if module.pin_to_master:
         return worker.is_master
-    return not worker.is_master and module.requires <= worker.capabilities
+    if worker.is_master or not module.requires <= worker.capabilities:
+        return False
+    return not module.platforms or bool(module.platforms & worker.capabilities)
 
 
 def rank_key(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import multiprocessing
 import os
 import platform
@@ -86,7 +87,9 @@ def run_local(
     graph = Graph.build(modules)
     if workers < 1:
         raise ValueError(f"a local run needs at least one worker, got {workers}")
-    settings = settings or RunSettings(run_id=new_run_id())
+    settings = dataclasses.replace(
+        settings or RunSettings(run_id=new_run_id()), instance_workers=workers
+    )
     reporter = reporter or Reporter()
     caps = frozenset(c.lower() for c in capabilities)
 

@@ -20,6 +20,7 @@ class RunSettings:
         capability_timeout: Seconds a module waits for a worker that can run it.
         registration_timeout: Seconds a worker waits for its master to accept
             it, and a master for its minimum number of workers.
+        instance_workers: Worker processes this instance starts.
         supervisor_pid: The process that started the local actors; they exit
             when it is gone.
     """
@@ -32,4 +33,5 @@ class RunSettings:
     max_attempts: int = 3
     capability_timeout: float = 300.0
     registration_timeout: float = 300.0
+    instance_workers: int = 1
     supervisor_pid: int = field(default_factory=os.getpid)

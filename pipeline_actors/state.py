@@ -300,11 +300,17 @@ class MasterState:
             return "module is pinned to the master, but the master runs no modules"
         needed = ", ".join(sorted(spec.requires)) or "none"
         lines = [f"no worker can run it: it requires capabilities [{needed}]"]
+        if spec.platforms:
+            systems = " or ".join(sorted(spec.platforms))
+            lines[0] += f" and runs only on {systems}"
         if waited:
             lines[0] += f" and waited {waited:.0f} s for such a worker"
         offers = [w for w in self._workers.values() if not w.is_master]
         for worker in sorted(offers, key=lambda w: w.worker_id):
-            missing = ", ".join(sorted(spec.requires - worker.capabilities))
+            absent = set(spec.requires - worker.capabilities)
+            if spec.platforms and not spec.platforms & worker.capabilities:
+                absent.add(" or ".join(sorted(spec.platforms)))
+            missing = ", ".join(sorted(absent))
             offered = ", ".join(sorted(worker.capabilities)) or "nothing"
             state = "" if worker.alive else " (lost)"
             lines.append(
@@ -324,6 +330,10 @@ class MasterState:
     ) -> None:
         if not record.status.is_terminal:
             self._terminal_count += 1
+        # A module requeued after its worker was lost can still end through
+        # that worker's late result; it must not stay ready.
+        if record.status is ModuleStatus.QUEUED:
+            self._ready.remove(record.name)
         record.status = status
         record.detail = detail
         change = StatusChange(
@@ -354,7 +364,7 @@ class ReadyQueue:
 
     def __init__(self, graph: Graph) -> None:
         self._graph = graph
-        self._groups: dict[tuple[frozenset[str], bool], list[tuple[float, str]]] = {}
+        self._groups: dict[tuple, list[tuple[float, str]]] = {}
         self._size = 0
 
     def __len__(self) -> int:
@@ -362,13 +372,13 @@ class ReadyQueue:
 
     def add(self, name: str) -> None:
         spec = self._graph.specs[name]
-        group = self._groups.setdefault((spec.requires, spec.pin_to_master), [])
+        group = self._groups.setdefault(_group_of(spec), [])
         bisect.insort(group, self._entry(name))
         self._size += 1
 
     def remove(self, name: str) -> None:
         spec = self._graph.specs[name]
-        group = self._groups.get((spec.requires, spec.pin_to_master), [])
+        group = self._groups.get(_group_of(spec), [])
         entry = self._entry(name)
         index = bisect.bisect_left(group, entry)
         if index < len(group) and group[index] == entry:
@@ -405,3 +415,8 @@ class ReadyQueue:
 
     def _entry(self, name: str) -> tuple[float, str]:
         return (-self._graph.remaining_path[name], name)
+
+
+def _group_of(spec: ModuleSpec) -> tuple[frozenset[str], frozenset[str], bool]:
+    """Return what decides which workers can run `spec`."""
+    return (spec.requires, spec.platforms, spec.pin_to_master)

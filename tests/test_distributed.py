@@ -432,3 +432,49 @@ def test_worker_exits_when_its_master_dies(redis_server, pipeline_file, tmp_path
     assert worker.returncode == 1
     assert "The master of the run is gone" in worker_log
     assert [p.pid for p in alive] == []
+
+
+def test_impossible_module_fails_once_every_instance_registered(
+    redis_server, pipeline_file
+):
+    run_id = new_run_id()
+    env = instance_env(redis_server, run_id)
+    path = pipeline_file(
+        """
+        from pipeline_actors import Module
+
+        class Train(Module):
+            requires = ["GPU"]
+
+            def execute(self, ctx):
+                return 1
+
+        class Evaluate(Module):
+            depends_on = [Train]
+
+            def execute(self, ctx):
+                return 2
+
+        class Docs(Module):
+            def execute(self, ctx):
+                return 3
+        """
+    )
+    worker = start_worker(env, "--instance-index", "1", "--local-workers", "2")
+
+    started = time.monotonic()
+    master = run_cli(
+        path, "--local-workers", "0", "--total-instances", "2",
+        "--capability-timeout", "120", env=env,
+    )  # fmt: skip
+    finish(worker)
+
+    assert time.monotonic() - started < 60
+    assert master.returncode == 1
+    assert "no worker can run it: it requires capabilities [gpu]" in master.stdout
+    assert "worker 1.1 offers [linux], missing [gpu]" in master.stdout
+    assert "worker 1.2 offers [linux], missing [gpu]" in master.stdout
+    rows = summary_rows(master.stdout)
+    assert rows["Evaluate"][0] == "skipped"
+    assert rows["Docs"][0] == "succeeded"
+    assert worker.returncode == 0

@@ -115,3 +115,22 @@ def test_long_chain_does_not_recurse():
     graph = Graph.from_specs(reversed(specs))
 
     assert graph.order == tuple(names)
+
+
+def test_only_on_becomes_platforms():
+    class LinuxBuild(Module):
+        only_on = ["Linux"]
+
+        def execute(self, ctx):
+            return 1
+
+    graph = Graph.build([LinuxBuild])
+
+    assert graph.specs["LinuxBuild"].platforms == frozenset({"linux"})
+
+
+def test_only_on_rejects_unknown_system():
+    with pytest.raises(InvalidPipelineError, match="only_on names unknown systems"):
+
+        class Amiga(Module):
+            only_on = ["amigaos"]

@@ -181,3 +181,43 @@ def test_worker_with_fewest_capabilities_is_chosen():
     out = state.start(0.0)
 
     assert dispatches(out) == [Dispatch("plain", "b", 1)]
+
+
+def test_only_on_routes_to_any_listed_system():
+    graph = Graph.from_specs(
+        [ModuleSpec("unix-only", (), frozenset(), False, 1.0,
+                    frozenset({"linux", "macos"}))]
+    )  # fmt: skip
+    state = MasterState(graph)
+    state.worker_registered("win", frozenset({"windows"}), 0.0)
+    state.worker_registered("mac", frozenset({"macos"}), 0.0)
+
+    out = state.start(0.0)
+
+    assert dispatches(out) == [Dispatch("unix-only", "mac", 1)]
+
+
+def test_only_on_failure_names_the_systems():
+    graph = Graph.from_specs(
+        [ModuleSpec("win-only", (), frozenset({"docker"}), False, 1.0,
+                    frozenset({"windows"}))]
+    )  # fmt: skip
+    state, _ = started(graph)
+
+    detail = state.records["win-only"].detail
+    assert "requires capabilities [docker] and runs only on windows" in detail
+    assert "worker 1 offers [linux], missing [docker, windows]" in detail
+
+
+def test_late_result_of_requeued_module_leaves_the_queue():
+    graph = Graph.from_specs([spec("a", requires={"gpu"})])
+    state = MasterState(graph, workers_may_join=True, capability_timeout=5.0)
+    state.worker_registered("gpu-box", frozenset({"gpu"}), 0.0)
+    first = dispatches(state.start(0.0))[0]
+    state.worker_lost("gpu-box", 1.0)
+
+    state.result_received(result(first), 2.0)
+    out = state.timer_fired(100.0)
+
+    assert state.records["a"].status is ModuleStatus.SUCCEEDED
+    assert out == []

@@ -51,6 +51,10 @@ class MasterActor:
             join at any time, as on Redis.
         min_workers: Workers to wait for, up to the registration timeout,
             before the first module is routed.
+        total_instances: Instances of a distributed run, when known. Once
+            every instance registered all the workers it starts, a module none
+            of them can run fails at once instead of after the capability
+            timeout.
         find_dead_workers: Called every tick; returns workers whose process has
             died, so they are handled before their heartbeats time out.
     """
@@ -65,6 +69,7 @@ class MasterActor:
         expected_workers: int | None,
         find_dead_workers: Callable[[], Iterable[str]] = lambda: (),
         min_workers: int = 0,
+        total_instances: int | None = None,
     ) -> None:
         self.graph = graph
         self.settings = settings
@@ -92,6 +97,9 @@ class MasterActor:
             transport.fetch,
         )
         self._min_workers = min_workers
+        self._total_instances = total_instances
+        # Instance 0 is this master, which starts settings.instance_workers.
+        self._instance_sizes: dict[str, int] = {"0": settings.instance_workers}
         self._routing_started = False
         self._registered: set[str] = set()
         self._results: dict[str, Payload] = {}
@@ -192,10 +200,27 @@ class MasterActor:
             self._reporter.worker_joined(worker_id, registration.capabilities)
             caps = registration.capabilities
             self._apply(self.state.worker_registered(worker_id, caps, now))
-        expected = self._expected_workers
-        if expected is not None and len(self._registered) >= expected:
+        instance = worker_id.split(".")[0]
+        self._instance_sizes[instance] = registration.instance_workers
+        if self.state.workers_may_join and self._all_expected_registered():
+            self.log.info("Every expected worker has registered")
             self._apply(self.state.close_registration(now))
         self._start_routing_when_ready(now)
+
+    def _all_expected_registered(self) -> bool:
+        if self._expected_workers is not None:
+            return len(self._registered) >= self._expected_workers
+        if self._total_instances is None:
+            return False
+        for index in range(self._total_instances):
+            prefix = str(index)
+            size = self._instance_sizes.get(prefix)
+            if size is None:
+                return False
+            joined = sum(1 for w in self._registered if w.split(".")[0] == prefix)
+            if joined < size:
+                return False
+        return True
 
     def _result_received(self, result: ResultEvent, now: float) -> None:
         if result.error is not None:

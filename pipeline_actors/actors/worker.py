@@ -123,7 +123,11 @@ class WorkerActor:
         self._supervisor = SupervisorWatch(self.settings.supervisor_pid)
 
         registration = RegisterWorker(
-            self.worker_id, self.capabilities, os.getpid(), socket.gethostname()
+            self.worker_id,
+            self.capabilities,
+            os.getpid(),
+            socket.gethostname(),
+            self.settings.instance_workers,
         )
         self._transport.register_worker(self.worker_id)
         self._master.put(registration)
