@@ -1,15 +1,16 @@
 """Generate a GitHub Actions workflow that runs a pipeline across runners.
 
 The workflow has one job with a matrix: instance 0, the master, on Linux, then
-one worker per operating system that the modules require, then any extra Linux
-workers. Every runner runs the same command, and its instance index makes it
-the master or a worker. The YAML is written as text, so generating it needs no
-YAML library.
+one worker per operating system that the modules need (see `required_systems`),
+then any extra Linux workers. Every runner runs the same command, and its
+instance index makes it the master or a worker. The YAML is written as text,
+so generating it needs no YAML library.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import shlex
@@ -20,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ExitCode, InvalidPipelineError
-from .graph import Graph
+from .graph import Graph, ModuleSpec
 from .loader import load_pipeline
-from .module import Module
+from .module import OPERATING_SYSTEMS, Module
 
 # NOTE: setup.cfg does not list Windows among the supported systems, and
 # `ctx.run` stops commands with os.killpg, which Windows lacks, so a
@@ -82,18 +83,12 @@ def github_workflow(
     repository's root. `redis_secret` and `signing_secret` name the repository
     secrets that hold the Redis URL and the secret that signs messages.
 
-    Raises InvalidPipelineError for an invalid graph, a negative
-    `extra_workers`, an invalid secret name, or a pipeline path or Python
-    version that cannot be written into the workflow.
+    Raises InvalidPipelineError for an invalid graph, an `extra_workers` that
+    is not a whole number of 0 or more, an invalid secret name, or a pipeline
+    path or Python version that cannot be written into the workflow.
     """
-    _check_text("pipeline path", pipeline_path)
+    _check_pipeline_path(pipeline_path)
     _check_text("Python version", python_version)
-    if pipeline_path.startswith("-"):
-        msg = (
-            f"invalid pipeline path {pipeline_path!r}: it starts with '-', so the "
-            "command line would read it as an option; write it as ./" + pipeline_path
-        )
-        raise InvalidPipelineError(msg)
     _check_secret_name("Redis URL secret", redis_secret)
     _check_secret_name("signing secret", signing_secret)
 
@@ -114,18 +109,34 @@ def github_workflow(
 
 
 def required_systems(graph: Graph) -> list[str]:
-    """Return the operating systems that the modules require, in matrix order.
+    """Return the operating systems that need a worker runner, in matrix order.
 
-    Pinned modules are left out, because they run on the master whatever
-    they require.
+    They are every system named in a module's `requires`, plus the fewest
+    systems that give each module with `only_on` one of its systems. Among
+    equally small choices, systems earlier in matrix order win. Pinned modules
+    are left out, because they run on the master whatever they declare.
     """
-    required = _worker_capabilities(graph)
-    return [system for system in RUNNER_LABELS if system in required]
+    specs = _worker_specs(graph)
+    required = {name for spec in specs for name in spec.requires} & OPERATING_SYSTEMS
+    alternatives = [spec.platforms for spec in specs if spec.platforms]
+
+    # Three systems make eight subsets, so trying them all, smallest first, is cheap.
+    ordered = list(RUNNER_LABELS)
+    for size in range(len(required), len(ordered) + 1):
+        for chosen in itertools.combinations(ordered, size):
+            has_required = required.issubset(chosen)
+            if has_required and all(not s.isdisjoint(chosen) for s in alternatives):
+                return list(chosen)
+
+    # Only reached for an `only_on` that names no known system, which
+    # `Module` rejects.
+    return ordered
 
 
 def unprovided_capabilities(graph: Graph) -> list[str]:
     """Return the required capabilities that name no operating system, sorted."""
-    return sorted(_worker_capabilities(graph) - RUNNER_LABELS.keys())
+    required = {name for spec in _worker_specs(graph) for name in spec.requires}
+    return sorted(required - OPERATING_SYSTEMS)
 
 
 def matrix_entries(graph: Graph, extra_workers: int) -> list[MatrixEntry]:
@@ -134,7 +145,7 @@ def matrix_entries(graph: Graph, extra_workers: int) -> list[MatrixEntry]:
     entries = [MatrixEntry(0, MASTER_RUNNER, "instance 0 is the master")]
 
     for system in required_systems(graph):
-        purpose = f"a worker for the modules that require {system}"
+        purpose = f"a worker for the modules that need {system}"
         entries.append(MatrixEntry(len(entries), RUNNER_LABELS[system], purpose))
 
     for _ in range(extra_workers):
@@ -173,10 +184,9 @@ def generating_command(
     return shlex.join(argv)
 
 
-def _worker_capabilities(graph: Graph) -> frozenset[str]:
-    # Routing ignores a pinned module's `requires`, so only the others count.
-    specs = graph.specs.values()
-    return frozenset().union(*(s.requires for s in specs if not s.pin_to_master))
+def _worker_specs(graph: Graph) -> list[ModuleSpec]:
+    # Routing ignores a pinned module's `requires` and `only_on`.
+    return [spec for spec in graph.specs.values() if not spec.pin_to_master]
 
 
 def _header_lines(
@@ -184,7 +194,7 @@ def _header_lines(
 ) -> list[str]:
     lines = [
         f"# Generated by: {generated_by}",
-        "# Generate it again when the modules' `requires` change.",
+        "# Generate it again when the modules' `requires` or `only_on` change.",
         "#",
         f"# It needs two repository secrets: {redis_secret}, a Redis URL that",
         f"# every runner can reach, and {signing_secret}, a long random string",
@@ -197,8 +207,9 @@ def _header_lines(
         pronoun = "it" if len(missing) == 1 else "them"
         note = (
             f"No runner of this workflow offers {', '.join(missing)}, so the "
-            f"modules that require {pronoun} fail unless a worker started with "
-            "--capability NAME joins the run."
+            f"modules that require {pronoun} fail. A runner added for "
+            f"{pronoun} needs --capability NAME, and every runner needs the "
+            "new PIPELINE_ACTORS_TOTAL_INSTANCES."
         )
         lines += ["#", *(f"# {line}" for line in textwrap.wrap(note, width=70))]
     return lines
@@ -305,6 +316,17 @@ def _check_text(description: str, text: str) -> None:
         raise InvalidPipelineError(msg)
 
 
+def _check_pipeline_path(pipeline_path: str) -> None:
+    _check_text("pipeline path", pipeline_path)
+
+    if pipeline_path.startswith("-"):
+        msg = (
+            f"invalid pipeline path {pipeline_path!r}: it starts with '-', so the "
+            f"command line would read it as an option. Write it as ./{pipeline_path}"
+        )
+        raise InvalidPipelineError(msg)
+
+
 def _check_secret_name(description: str, name: str) -> None:
     valid = isinstance(name, str) and _SECRET_NAME.fullmatch(name)
     if not valid:
@@ -331,7 +353,7 @@ def build_workflow_parser() -> argparse.ArgumentParser:
     github = platforms.add_parser(
         "github",
         help="a GitHub Actions workflow",
-        description="Print a GitHub Actions workflow with a runner for the master, "
+        description="Write a GitHub Actions workflow with a runner for the master, "
         "one per operating system that the modules require, and any extra "
         "workers. Run it from the repository's root. Exit status: 0 on "
         "success, 2 for invalid input.",
