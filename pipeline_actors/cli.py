@@ -2,9 +2,10 @@
 
 The same command becomes the master or a worker of a distributed run by its
 instance index; `python -m pipeline_actors worker` joins a run as a worker
-without the pipeline file. Settings come from flags, then the environment,
-then ``[tool.pipeline_actors]`` in the pipeline's pyproject.toml, then
-defaults (see `config`).
+without the pipeline file, and `python -m pipeline_actors workflow github
+PIPELINE` writes a GitHub Actions workflow for it. Settings come from flags,
+then the environment, then ``[tool.pipeline_actors]`` in the pipeline's
+pyproject.toml, then defaults (see `config`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from .mailbox.redis import RedisSettings, RedisTransport, RedisUnavailableError
 from .module import Module
 from .runtime import new_run_id, os_capability, run_local
 from .settings import RunSettings
+from .workflow import main_workflow
 
 OPTION_HELP: dict[str, tuple[str | None, str]] = {
     "local_workers": ("N", "worker processes to start on this machine"),
@@ -119,6 +121,8 @@ def build_worker_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["workflow"]:
+        return main_workflow(arguments[1:])
     if arguments[:1] == ["worker"]:
         args = build_worker_parser().parse_args(arguments[1:])
         args.role = "worker"

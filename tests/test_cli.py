@@ -11,7 +11,7 @@ import time
 
 import psutil
 
-from conftest import run_cli
+from conftest import REPO_ROOT, run_cli
 
 PASSING = """
     from pipeline_actors import Module
@@ -175,3 +175,14 @@ def test_ctrl_c_stops_everything(pipeline_file):
     # multiprocessing's forkserver exits on its own once its parent is gone.
     _, still_running = psutil.wait_procs(family, timeout=10)
     assert [p.pid for p in still_running] == []
+
+
+def test_workflow_command_writes_yaml():
+    import yaml
+
+    result = run_cli("workflow", "github", "examples/quickstart.py", cwd=REPO_ROOT)
+
+    assert result.returncode == 0, result.stderr
+    workflow = yaml.safe_load(result.stdout)
+    matrix = workflow["jobs"]["pipeline"]["strategy"]["matrix"]["include"]
+    assert [entry["instance"] for entry in matrix] == [0]
