@@ -1,8 +1,9 @@
 """Property tests of routing: `route` and `rank` alone, then through MasterState.
 
 The rules under test: a module runs only on a live worker that has every
-capability it requires, never on the master unless it is pinned, and a pinned
-module runs only on the master. Among ready modules the longest remaining path
+capability it requires and, if it lists operating systems (`only_on`), one of
+them. It never runs on the master unless it is pinned, and a pinned module
+runs only on the master. Among ready modules the longest remaining path
 goes first, then the module the fewest workers can run. Each module goes to
 the capable idle worker with the fewest capabilities, ties by lowest id.
 """
@@ -18,10 +19,11 @@ from hypothesis import strategies as st
 from pipeline_actors.errors import ExitCode
 from pipeline_actors.graph import Graph, ModuleSpec
 from pipeline_actors.messages import MASTER_ID, Outcome, ResultEvent
+from pipeline_actors.module import OPERATING_SYSTEMS
 from pipeline_actors.routing import WorkerView, can_run, rank, route
 from pipeline_actors.state import Dispatch, Finish, MasterState, ModuleStatus
 
-CAPABILITIES = ("gpu", "linux", "cuda", "arm64")
+CAPABILITIES = ("gpu", "cuda", "linux", "macos", "windows")
 WORKER_IDS = ("1", "2", "10", "a", "B", "w3", "w20")
 """Worker ids whose string order differs from their numeric order."""
 
@@ -42,6 +44,11 @@ capability_sets = st.frozensets(
 
 mostly_true = st.sampled_from((True, True, True, False))
 mostly_false = st.sampled_from((False, False, False, True))
+platform_sets = st.one_of(
+    st.just(frozenset()),
+    st.frozensets(st.sampled_from(sorted(OPERATING_SYSTEMS)), min_size=1),
+)
+"""Operating systems a module is restricted to, often none."""
 
 
 def lower_case(capabilities: frozenset[str]) -> frozenset[str]:
@@ -74,6 +81,7 @@ def graphs(draw, max_modules: int = 10) -> Graph:
             requires=draw(st.frozensets(st.sampled_from(CAPABILITIES), max_size=3)),
             pin_to_master=draw(mostly_false),
             duration=float(draw(st.integers(min_value=1, max_value=20))),
+            platforms=draw(platform_sets),
         )
         specs.append(spec)
     order = draw(st.permutations(specs))
@@ -122,7 +130,11 @@ def permitted(worker: WorkerView, module: ModuleSpec) -> bool:
         return worker.is_master
     if worker.is_master:
         return False
-    return all(capability in worker.capabilities for capability in module.requires)
+    if not all(capability in worker.capabilities for capability in module.requires):
+        return False
+    if not module.platforms:
+        return True
+    return any(system in worker.capabilities for system in module.platforms)
 
 
 def routed(graph: Graph, ready, workers) -> list[tuple[str, str]]:
@@ -149,6 +161,8 @@ def test_route_respects_capabilities(scenario):
         if not spec.pin_to_master:
             assert spec.requires <= worker.capabilities
             assert not worker.is_master
+        if spec.platforms and not spec.pin_to_master:
+            assert spec.platforms & worker.capabilities
 
 
 @settings(max_examples=150, deadline=None)
@@ -284,9 +298,15 @@ def unroutable_lines(
         return ["module is pinned to the master, but the master runs no modules"]
     needed = ", ".join(sorted(spec.requires)) or "none"
     lines = [f"no worker can run it: it requires capabilities [{needed}]"]
+    systems = " or ".join(sorted(spec.platforms))
+    if spec.platforms:
+        lines[0] += f" and runs only on {systems}"
     for worker_id, capabilities, lost in sorted(workers):
         offered = lower_case(capabilities)
-        missing = ", ".join(sorted(spec.requires - offered))
+        absent = set(spec.requires - offered)
+        if spec.platforms and not spec.platforms & offered:
+            absent.add(systems)
+        missing = ", ".join(sorted(absent))
         offered_text = ", ".join(sorted(offered)) or "nothing"
         state = " (lost)" if lost else ""
         lines.append(

@@ -1,9 +1,10 @@
 """Stateful property test of MasterState: workers join, finish and are lost.
 
 A hypothesis state machine picks a random graph, then interleaves worker
-registrations, results (success or failure), lost workers and an advancing
-fake clock. It tracks which module each worker runs from the Dispatch
-instructions and checks the scheduling rules after every step.
+registrations, results (success or failure, also late ones from lost
+workers), lost workers and an advancing fake clock. It tracks which module
+each worker runs from the Dispatch instructions and checks the scheduling
+rules after every step.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hypothesis.stateful import (
 from pipeline_actors.errors import ExitCode
 from pipeline_actors.graph import Graph, ModuleSpec
 from pipeline_actors.messages import MASTER_ID, Outcome, ResultEvent
+from pipeline_actors.module import OPERATING_SYSTEMS
 from pipeline_actors.state import (
     Dispatch,
     Finish,
@@ -32,7 +34,7 @@ from pipeline_actors.state import (
     StatusChange,
 )
 
-CAPABILITIES = ("gpu", "linux", "cuda")
+CAPABILITIES = ("gpu", "linux", "macos")
 CAPABILITY_TIMEOUT = 30.0
 """Seconds a module waits for a capable worker before it fails."""
 DRAIN_AFTER = 25
@@ -57,6 +59,12 @@ capability_sets = st.frozensets(
 )
 """Capability sets as workers offer them, in any case."""
 
+platform_sets = st.one_of(
+    st.just(frozenset()),
+    st.frozensets(st.sampled_from(sorted(OPERATING_SYSTEMS)), min_size=1),
+)
+"""Operating systems a module is restricted to, often none."""
+
 
 @st.composite
 def graphs(draw, max_modules: int = 8) -> Graph:
@@ -76,6 +84,7 @@ def graphs(draw, max_modules: int = 8) -> Graph:
             requires=draw(st.frozensets(st.sampled_from(CAPABILITIES), max_size=2)),
             pin_to_master=draw(st.sampled_from((False, False, False, True))),
             duration=float(draw(st.integers(min_value=1, max_value=20))),
+            platforms=draw(platform_sets),
         )
         specs.append(spec)
     return Graph.from_specs(specs)
@@ -106,6 +115,8 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.alive: set[str] = set()
         self.holdings: dict[str, tuple[str, int]] = {}
         """(module, attempt) dispatched to each live worker and not yet finished."""
+        self.orphans: list[tuple[str, str, int]] = []
+        """(worker, module, attempt) that lost workers ran, for late results."""
         self.statuses = {name: ModuleStatus.PENDING for name in graph.order}
         self.succeeded: set[str] = set()
         self.queued_at: dict[str, float] = {}
@@ -157,8 +168,12 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert worker_id == MASTER_ID, f"pinned {module} sent to {worker_id}"
         else:
             assert worker_id != MASTER_ID, f"unpinned {module} sent to the master"
-            lacking = spec.requires - self.capabilities[worker_id]
+            offered = self.capabilities[worker_id]
+            lacking = spec.requires - offered
             assert not lacking, f"{module} sent to {worker_id}, lacking {lacking}"
+            if spec.platforms:
+                systems = sorted(spec.platforms)
+                assert spec.platforms & offered, f"{module} sent off {systems}"
 
     def check_status_change(self, change: StatusChange) -> None:
         module = change.module
@@ -219,8 +234,18 @@ class SchedulerMachine(RuleBasedStateMachine):
     def lose(self, data):
         worker_id = data.draw(st.sampled_from(sorted(self.alive - {MASTER_ID})))
         self.alive.discard(worker_id)
-        self.holdings.pop(worker_id, None)
+        running = self.holdings.pop(worker_id, None)
+        if running is not None:
+            self.orphans.append((worker_id, *running))
         self.apply(self.state.worker_lost(worker_id, self.now))
+
+    @precondition(lambda self: self.orphans)
+    @rule(data=st.data(), success=st.booleans())
+    def finish_late(self, data, success):
+        """Deliver the result of an attempt whose worker was declared lost."""
+        index = data.draw(st.integers(0, len(self.orphans) - 1))
+        worker_id, module, attempt = self.orphans.pop(index)
+        self.deliver(worker_id, module, attempt, success)
 
     @rule(seconds=st.integers(min_value=1, max_value=10))
     def tick(self, seconds):
@@ -280,3 +305,50 @@ SchedulerMachine.TestCase.settings = settings(
     max_examples=300, stateful_step_count=40, deadline=None
 )
 test_scheduler_machine = SchedulerMachine.TestCase
+
+
+def late_result(dispatch: Dispatch) -> ResultEvent:
+    """Return a success of `dispatch`, as its lost worker would send it."""
+    return ResultEvent(
+        dispatch.worker_id, dispatch.module, dispatch.attempt,
+        Outcome.SUCCEEDED, b"", None, "", 0.0, 0.1,
+    )  # fmt: skip
+
+
+def test_late_success_ends_module():
+    graph = Graph.from_specs([ModuleSpec("a", (), frozenset(), False, 1.0)])
+    state = MasterState(graph, workers_may_join=True)
+    state.worker_registered("1", frozenset(), 0.0)
+    first = next(i for i in state.start(0.0) if isinstance(i, Dispatch))
+    state.worker_lost("1", 1.0)
+    out = state.result_received(late_result(first), 2.0)
+    assert out[-1] == Finish(ExitCode.OK)
+
+    out = state.worker_registered("2", frozenset(), 3.0)
+
+    assert [i for i in out if isinstance(i, Dispatch)] == []
+    assert state.records["a"].status is ModuleStatus.SUCCEEDED
+
+
+def test_late_success_counts_once():
+    graph = Graph.from_specs(
+        [
+            ModuleSpec("a", (), frozenset(), False, 1.0),
+            ModuleSpec("gpu-job", (), frozenset({"gpu"}), False, 1.0),
+            ModuleSpec("after", ("a", "gpu-job"), frozenset(), False, 1.0),
+        ]
+    )
+    state = MasterState(graph, workers_may_join=True)
+    state.worker_registered("1", frozenset(), 0.0)
+    first = next(i for i in state.start(0.0) if isinstance(i, Dispatch))
+    state.worker_lost("1", 1.0)
+    state.result_received(late_result(first), 2.0)
+    out = state.worker_registered("2", frozenset(), 3.0)
+
+    # A second success of "a" must not start "after" while "gpu-job" waits.
+    retries = [i for i in out if isinstance(i, Dispatch)]
+    for retry in retries:
+        state.result_received(late_result(retry), 4.0)
+
+    assert state.records["gpu-job"].status is ModuleStatus.QUEUED
+    assert state.records["after"].status is ModuleStatus.PENDING
