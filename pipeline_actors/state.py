@@ -146,10 +146,14 @@ class MasterState:
         *,
         is_master: bool = False,
     ) -> list[Instruction]:
+        out: list[Instruction] = []
+        # A worker that registers again was restarted: what it held is lost.
+        held = self._held.pop(worker_id, None)
+        if held is not None:
+            self._recover(held[0], worker_id, now, out)
         caps = frozenset(c.lower() for c in capabilities)
         self._workers[worker_id] = WorkerView(worker_id, caps, is_master=is_master)
-        self._held.pop(worker_id, None)
-        return self._settle(now, [])
+        return self._settle(now, out)
 
     def close_registration(self, now: float) -> list[Instruction]:
         """Declare that every expected worker has registered."""

@@ -221,3 +221,13 @@ def test_late_result_of_requeued_module_leaves_the_queue():
 
     assert state.records["a"].status is ModuleStatus.SUCCEEDED
     assert out == []
+
+
+def test_reregistered_worker_loses_what_it_held():
+    state, out = started(Graph.from_specs([spec("a")]), workers=("1",))
+    first = dispatches(out)[0]
+
+    retry = dispatches(state.worker_registered("1", frozenset({"linux"}), 1.0))
+
+    assert retry == [Dispatch("a", "1", 2)]
+    assert first.attempt == 1
