@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import threading
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import InvalidPipelineError
@@ -47,11 +49,33 @@ class Module:
         cls.abstract = bool(cls.__dict__.get("abstract", False))
         if "name" not in cls.__dict__:
             cls.name = cls.__name__
-        _check_declarations(cls)
+        if not _unpickling.active:
+            _check_declarations(cls)
 
     def execute(self, ctx: Context) -> Any:
         """Do the module's work and return its result."""
         raise NotImplementedError
+
+
+class _Unpickling(threading.local):
+    active = False
+
+
+_unpickling = _Unpickling()
+
+
+@contextlib.contextmanager
+def classes_checked_elsewhere() -> Iterator[None]:
+    """Skip the declaration checks of classes rebuilt in this block.
+
+    A worker rebuilds every module class of the pipeline from the master's
+    copy, whose declarations the master checked already.
+    """
+    _unpickling.active = True
+    try:
+        yield
+    finally:
+        _unpickling.active = False
 
 
 def defines_execute(cls: type[Module]) -> bool:

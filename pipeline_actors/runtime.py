@@ -109,6 +109,9 @@ def run_local(
             reporter,
             expected_workers=workers,
             find_dead_workers=supervisor.newly_dead_workers,
+            # Workers start within milliseconds of each other; waiting for
+            # all of them spreads the first modules evenly.
+            min_workers=workers,
         )
         with interrupt_cancels(master.request_cancel):
             report = master.run()

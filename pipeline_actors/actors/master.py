@@ -36,6 +36,9 @@ from .pinned import PinnedRunner
 TICK = 0.2
 """Seconds between two checks of the deadlines and of the worker processes."""
 
+BATCH = 256
+"""Messages the master takes from its mailbox at once, at most."""
+
 
 class MasterActor:
     """Owns the run: registers workers, routes modules, stores results.
@@ -127,9 +130,11 @@ class MasterActor:
 
         next_tick = now + TICK
         while self._exit_code is None:
-            message = self._inbox.get(timeout=TICK)
+            # Taking every waiting message at once costs one Redis command
+            # where one each would cost a round trip per message.
+            messages = self._inbox.get_many(TICK, BATCH)
             now = time.monotonic()
-            if message is not None:
+            for message in messages:
                 self._handle(message, now)
             if now >= next_tick:
                 self._tick(now)
@@ -173,11 +178,21 @@ class MasterActor:
         self._apply(self.state.start(now))
 
     def _tick(self, now: float) -> None:
-        self._start_routing_when_ready(now)
         for worker_id in self._find_dead_workers():
             self.log.warning("Worker {} died", worker_id)
+            if worker_id not in self._registered:
+                self._never_registered(worker_id, now)
             self._apply(self.state.worker_lost(worker_id, now))
+        self._start_routing_when_ready(now)
         self._apply(self.state.timer_fired(now))
+
+    def _never_registered(self, worker_id: str, now: float) -> None:
+        """Stop waiting for a local worker that died before it registered."""
+        self._min_workers = max(0, self._min_workers - 1)
+        if self._expected_workers is not None:
+            self._expected_workers -= 1
+            if self._all_expected_registered():
+                self._apply(self.state.close_registration(now))
 
     def _register(self, registration: RegisterWorker, now: float) -> None:
         worker_id = registration.worker_id

@@ -39,7 +39,7 @@ from ..messages import (
     Shutdown,
     Welcome,
 )
-from ..module import Module, dependency_names
+from ..module import Module, classes_checked_elsewhere, dependency_names
 from ..settings import RunSettings
 from .process import SupervisorWatch, prepare_actor_process
 
@@ -193,7 +193,8 @@ class WorkerActor:
 
     def _welcome(self, welcome: Welcome) -> bool:
         try:
-            self._modules = cloudpickle.loads(welcome.modules)
+            with classes_checked_elsewhere():
+                self._modules = cloudpickle.loads(welcome.modules)
         except Exception:
             self.log.exception("Could not load the pipeline's module classes")
             return False

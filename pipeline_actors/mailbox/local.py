@@ -83,6 +83,18 @@ class LocalMailbox:
             )
             return None
 
+    def get_many(self, timeout: float | None, limit: int) -> list[Any]:
+        """Wait up to `timeout` s for messages and return up to `limit` of them."""
+        first = self.get(timeout)
+        if first is None:
+            return []
+        messages = [first]
+        while len(messages) < limit and self._reader.poll(0):
+            message = self.get(0)
+            if message is not None:
+                messages.append(message)
+        return messages
+
     def close_reading_end(self) -> None:
         if self._reader is not None:
             self._reader.close()

@@ -71,8 +71,13 @@ def describe_url(url: str) -> str:
     return f"{parts.scheme}://{host}:{port}/{database}"
 
 
-def connect(url: str, timeout: float = CONNECT_TIMEOUT) -> redis.Redis:
+def connect(
+    url: str, timeout: float = CONNECT_TIMEOUT, *, single_connection: bool = False
+) -> redis.Redis:
     """Open a client for `url` and wait until Redis answers, up to `timeout` s.
+
+    A `single_connection` client skips the connection pool on every command;
+    it suits one thread.
 
     Raises `RedisUnavailableError` naming the server, never the password.
     """
@@ -81,20 +86,22 @@ def connect(url: str, timeout: float = CONNECT_TIMEOUT) -> redis.Redis:
         "socket_connect_timeout": min(timeout, 2.0),
         "health_check_interval": 15,
         "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        "single_connection_client": single_connection,
     }
     # redis-py's Unix socket connection takes no keepalive option.
     if urlsplit(url).scheme != "unix":
         options["socket_keepalive"] = True
-    try:
-        client = redis.Redis.from_url(url, **options)
-    except ValueError as exc:
-        raise RedisUnavailableError(f"invalid Redis URL for {where}: {exc}") from exc
-
     deadline = time.monotonic() + timeout
     while True:
         try:
+            # A single-connection client connects as it is made, so making it
+            # is part of each attempt.
+            client = redis.Redis.from_url(url, **options)
             client.ping()
             return client
+        except ValueError as exc:
+            msg = f"invalid Redis URL for {where}: {exc}"
+            raise RedisUnavailableError(msg) from exc
         except redis.AuthenticationError as exc:
             msg = f"Redis at {where} rejected the credentials: {exc}"
             raise RedisUnavailableError(msg) from exc
@@ -159,8 +166,15 @@ class RedisMailbox:
 
     def get(self, timeout: float | None = None) -> Any | None:
         envelope = self._transport.pop(self.key, timeout)
-        if envelope is None:
-            return None
+        return None if envelope is None else self._open(envelope)
+
+    def get_many(self, timeout: float | None, limit: int) -> list[Any]:
+        """Wait up to `timeout` s for messages and return up to `limit` of them."""
+        envelopes = self._transport.pop_many(self.key, timeout, limit)
+        opened = (self._open(envelope) for envelope in envelopes)
+        return [message for message in opened if message is not None]
+
+    def _open(self, envelope: bytes) -> Any | None:
         try:
             payload = self._transport.signer.open(envelope)
         except EnvelopeRejected as rejected:
@@ -180,7 +194,12 @@ class RedisTransport:
         self.settings = settings
         self.keys = RunKeys(settings.prefix, settings.run_id, settings.ttl)
         self.signer = Signer(settings.secret or INSECURE_KEY, settings.run_id)
-        self._client: redis.Redis | None = None
+        # One client per thread, each with its own connection: a worker's
+        # module thread and heartbeat thread block on BLPOP at the same time,
+        # and a private connection saves the pool's bookkeeping per command.
+        self._local = threading.local()
+        self._clients: list[redis.Redis] = []
+        self._blmpop: bool | None = None
         self._mailboxes: dict[str, RedisMailbox] = {}
         self._lock = threading.Lock()
 
@@ -192,10 +211,14 @@ class RedisTransport:
 
     @property
     def client(self) -> redis.Redis:
-        with self._lock:
-            if self._client is None:
-                self._client = connect(self.settings.url)
-            return self._client
+        """Return the calling thread's client, connecting it on first use."""
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = connect(self.settings.url, single_connection=True)
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
 
     def mailbox(self, name: str) -> RedisMailbox:
         with self._lock:
@@ -230,6 +253,28 @@ class RedisTransport:
         except redis.RedisError as exc:
             raise MailboxClosedError(self._lost(exc)) from exc
         return None if item is None else item[1]
+
+    def pop_many(self, key: str, timeout: float | None, limit: int) -> list[bytes]:
+        """Wait for at least one envelope and return up to `limit` of them.
+
+        Redis 7 does it in one command, BLMPOP; older servers get BLPOP and
+        so one envelope at a time.
+        """
+        if not self._has_blmpop():
+            envelope = self.pop(key, timeout)
+            return [] if envelope is None else [envelope]
+        wait = 0 if timeout is None else max(timeout, 0.001)
+        try:
+            popped = self.client.blmpop(wait, 1, key, direction="LEFT", count=limit)
+        except redis.RedisError as exc:
+            raise MailboxClosedError(self._lost(exc)) from exc
+        return [] if popped is None else list(popped[1])
+
+    def _has_blmpop(self) -> bool:
+        if self._blmpop is None:
+            version = str(self.client.info("server").get("redis_version", "0"))
+            self._blmpop = int(version.split(".")[0]) >= 7
+        return self._blmpop
 
     def worker_ids(self) -> list[str]:
         return sorted(w.decode() for w in self.client.hkeys(self.keys.workers))
@@ -305,9 +350,10 @@ class RedisTransport:
         for mailbox in list(self._mailboxes.values()):
             mailbox.drops.flush()
         with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
+        self._local = threading.local()
 
     def _lost(self, exc: Exception) -> str:
         return (
