@@ -17,6 +17,7 @@ import pytest
 
 from pipeline_actors.mailbox import encode
 from pipeline_actors.mailbox.signing import Signer
+from pipeline_actors.runtime import os_capability
 
 from conftest import run_cli
 
@@ -478,3 +479,67 @@ def test_impossible_module_fails_once_every_instance_registered(
     assert rows["Evaluate"][0] == "skipped"
     assert rows["Docs"][0] == "succeeded"
     assert worker.returncode == 0
+
+
+def test_capabilities_route_to_the_right_workers(redis_server, pipeline_file):
+    run_id = new_run_id()
+    env = instance_env(redis_server, run_id)
+    path = pipeline_file(
+        """
+        import os
+        from pipeline_actors import Module
+
+        class Train(Module):
+            requires = ["GPU"]
+
+            def execute(self, ctx):
+                return ctx.worker_id
+
+        class Package(Module):
+            requires = ["docker"]
+
+            def execute(self, ctx):
+                return ctx.worker_id
+
+        class Summary(Module):
+            depends_on = [Train, Package]
+            pin_to_master = True
+
+            def execute(self, ctx):
+                print(f"summary in pid {os.getpid()}")
+
+        class Synthesize(Module):
+            requires = ["fpga"]
+
+            def execute(self, ctx):
+                return "never"
+        """
+    )
+    workers = [
+        start_worker(env, "--instance-index", "1", "--local-workers", "1",
+                     "--capability", "gpu"),
+        start_worker(env, "--instance-index", "2", "--local-workers", "1",
+                     "--capability", "Docker", "--no-os-capability"),
+    ]  # fmt: skip
+
+    master = subprocess.Popen(
+        [sys.executable, "-m", "pipeline_actors", str(path), "--local-workers", "0",
+         "--min-workers", "2", "--capability-timeout", "3"],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    out, err = finish(master)
+    for worker in workers:
+        finish(worker)
+
+    rows = summary_rows(out)
+    assert master.returncode == 1, err
+    assert rows["Train"] == ("succeeded", "1.1")
+    assert rows["Package"] == ("succeeded", "2.1")
+    assert rows["Summary"] == ("succeeded", "master")
+    assert f"summary in pid {master.pid}" in out
+    assert rows["Synthesize"][0] == "failed"
+    assert "it requires capabilities [fpga] and waited 3 s" in out
+    assert f"worker 1.1 offers [gpu, {os_capability()}], missing [fpga]" in out
+    assert "worker 2.1 offers [docker], missing [fpga]" in out
+    assert [w.returncode for w in workers] == [0, 0]
