@@ -144,10 +144,12 @@ class WorkerActor:
     def _serve(self) -> int:
         registered_at = time.monotonic()
         welcomed = False
+        unsent: ResultEvent | None = None
         while True:
-            message = self._inbox.get(timeout=self.settings.heartbeat_interval)
+            message = self._send_and_receive(unsent)
+            unsent = None
             if isinstance(message, Assign):
-                self._execute(message)
+                unsent = self._execute(message)
             elif isinstance(message, Welcome):
                 if not self._welcome(message):
                     return 1
@@ -161,6 +163,13 @@ class WorkerActor:
                 code = self._check_while_idle(welcomed, registered_at)
                 if code is not None:
                     return code
+
+    def _send_and_receive(self, result: ResultEvent | None) -> Any | None:
+        """Send a result, if any, and wait for the next message, in one step."""
+        timeout = self.settings.heartbeat_interval
+        if result is None:
+            return self._inbox.get(timeout=timeout)
+        return self._master.put_then_get(result, self._inbox, timeout)
 
     def _check_while_idle(self, welcomed: bool, registered_at: float) -> int | None:
         """Return an exit code when there is no point in waiting any longer."""
@@ -202,11 +211,17 @@ class WorkerActor:
         self.log.debug("Joined with {} module classes", len(self._modules))
         return True
 
-    def _execute(self, assign: Assign) -> None:
+    def _execute(self, assign: Assign) -> ResultEvent | None:
+        """Run an assignment and return its result, or send it and return None.
+
+        The result of a short module is returned, for `_serve` to send along
+        with its wait for the next message. After a longer one the result goes
+        out at once, because looking for leftover processes takes a while.
+        """
         cls = self._modules.get(assign.module)
         if cls is None:
             self._report_unknown(assign)
-            return
+            return None
 
         ctx = Context(
             module=assign.module,
@@ -241,9 +256,11 @@ class WorkerActor:
             started_at,
             duration,
         )
+        if duration < CHILD_SWEEP_AFTER:
+            return result
         self._master.put(result)
-        if duration >= CHILD_SWEEP_AFTER:
-            self._end_leftover_children()
+        self._end_leftover_children()
+        return None
 
     def _report_unknown(self, assign: Assign) -> None:
         error = f"this worker has no module named {assign.module!r}"

@@ -34,6 +34,11 @@ class Mailbox(Protocol):
     def get(self, timeout: float | None = None) -> Any | None:
         """Return the next message, or None when `timeout` seconds pass first."""
 
+    def put_then_get(
+        self, message: Any, inbox: Mailbox, timeout: float | None
+    ) -> Any | None:
+        """Send `message` here, then return `inbox.get(timeout)`, at best at once."""
+
     def get_many(self, timeout: float | None, limit: int) -> list[Any]:
         """Wait up to `timeout` s for messages and return up to `limit` of them."""
 

@@ -83,6 +83,13 @@ class LocalMailbox:
             )
             return None
 
+    def put_then_get(
+        self, message: Any, inbox: LocalMailbox, timeout: float | None
+    ) -> Any | None:
+        """Send `message` here, then wait on `inbox` like `inbox.get(timeout)`."""
+        self.put(message)
+        return inbox.get(timeout)
+
     def get_many(self, timeout: float | None, limit: int) -> list[Any]:
         """Wait up to `timeout` s for messages and return up to `limit` of them."""
         first = self.get(timeout)
