@@ -156,11 +156,22 @@ def make_certificates(folder: Path) -> dict[str, Path]:
     }  # fmt: skip
     # redis-py checks the host name by default, and Python matches an IP
     # address only against the certificate's subject alternative names.
-    files["extensions"].write_text("subjectAltName = IP:127.0.0.1\n")
+    # Python 3.13 verifies strictly (VERIFY_X509_STRICT), which wants key
+    # usages on both certificates and key identifiers linking them.
+    files["extensions"].write_text(
+        "subjectAltName = IP:127.0.0.1\n"
+        "keyUsage = critical, digitalSignature, keyEncipherment\n"
+        "extendedKeyUsage = serverAuth\n"
+        "authorityKeyIdentifier = keyid\n"
+        "subjectKeyIdentifier = hash\n"
+    )
     commands = [
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
          "-keyout", files["ca_key"], "-out", files["ca"], "-days", "1",
-         "-subj", "/CN=pipeline_actors test CA"],
+         "-subj", "/CN=pipeline_actors test CA",
+         "-addext", "basicConstraints = critical, CA:TRUE",
+         "-addext", "keyUsage = critical, keyCertSign, cRLSign",
+         "-addext", "subjectKeyIdentifier = hash"],
         ["openssl", "req", "-newkey", "rsa:2048", "-nodes",
          "-keyout", files["key"], "-out", files["request"],
          "-subj", "/CN=127.0.0.1"],
