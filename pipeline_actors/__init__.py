@@ -16,6 +16,7 @@ from .errors import (
     InvalidPipelineError,
     ModuleCancelled,
     PipelineActorsError,
+    UndeclaredDependencyError,
 )
 from .module import Module
 from .pipeline import Pipeline, run
@@ -35,6 +36,7 @@ __all__ = [
     "Pipeline",
     "PipelineActorsError",
     "RunReport",
+    "UndeclaredDependencyError",
     "run",
 ]
 

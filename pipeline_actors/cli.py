@@ -46,15 +46,25 @@ OPTION_HELP: dict[str, tuple[str | None, str]] = {
     ),
     "no_os_capability": (None, "do not add the operating system's name"),
     "instance_index": ("N", "this instance's index: 0 is the master"),
-    "total_instances": ("N", "instances of the run, the master included"),
-    "role": ("ROLE", "master or worker, overriding the instance index"),
+    "total_instances": (
+        "N",
+        "instances of the run, the master included; once all registered, a "
+        "module no worker can run fails at once",
+    ),
+    "role": ("ROLE", "'master' or 'worker', overriding the instance index"),
     "run_id": ("ID", "id shared by every instance of the run"),
     "redis_url": ("URL", "Redis shared by the instances of a distributed run"),
-    "secret_file": ("FILE", "file holding the secret that signs messages"),
+    "secret_file": (
+        "FILE",
+        "file holding the secret that signs messages; or set PIPELINE_ACTORS_SECRET",
+    ),
     "insecure": (None, "run over Redis without a secret; unsafe"),
     "key_prefix": ("TEXT", "prefix of the run's Redis keys"),
     "key_ttl": ("SECONDS", "time-to-live of the run's Redis keys"),
-    "min_workers": ("N", "workers the master waits for before routing"),
+    "min_workers": (
+        "N",
+        "workers the master waits for, up to --registration-timeout, before routing",
+    ),
     "registration_timeout": (
         "SECONDS",
         "how long a master waits for --min-workers, and a worker for its master",
@@ -63,7 +73,11 @@ OPTION_HELP: dict[str, tuple[str | None, str]] = {
         "SECONDS",
         "how long a module waits for a worker that can run it",
     ),
-    "display": ("MODE", "lines: a line per change; live: a live table; auto"),
+    "display": (
+        "MODE",
+        "'lines' prints a line per change, 'live' a live table, 'auto' a live "
+        "table on a terminal",
+    ),
     "log_level": ("LEVEL", "level of the actors' log records on stderr"),
     "heartbeat_interval": ("SECONDS", "time between two heartbeats of a worker"),
     "heartbeat_timeout": (
@@ -85,9 +99,12 @@ WORKER_OPTIONS = (
 """Settings a `worker` command takes; the rest come from the master."""
 
 DESCRIPTION = (
-    "Run a pipeline of modules across worker processes and machines. Exit "
-    "status: 0 when every module succeeded, 1 when one failed, 2 for invalid "
-    "input, 3 when Redis cannot be reached, 130 when the run was cancelled."
+    "Run a pipeline of modules across worker processes and machines. "
+    "'python -m pipeline_actors worker --help' shows how to join a run as a "
+    "worker, and 'python -m pipeline_actors workflow github --help' how to "
+    "write a GitHub Actions workflow. Exit status: 0 when every module "
+    "succeeded, 1 when one failed, 2 for invalid input, 3 when Redis cannot be "
+    "reached, 130 when the run was cancelled."
 )
 
 
@@ -132,6 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return _run(args)
+    except KeyboardInterrupt:
+        print(
+            "stopped by a second Ctrl-C: running modules were killed", file=sys.stderr
+        )
+        return ExitCode.CANCELLED
     except InvalidPipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.INVALID
@@ -257,11 +279,14 @@ def _run_settings(config: ResolvedConfig, run_id: str) -> RunSettings:
 
 
 def _instance_options(config: ResolvedConfig) -> InstanceOptions:
+    # Without an index of its own, a worker must not take the master's 0, so
+    # its workers get a random prefix instead.
+    index_given = config.source("instance_index") != "default"
     return InstanceOptions(
         local_workers=_local_workers(config),
         capabilities=_capabilities(config),
         min_workers=config.min_workers,
-        instance_index=config.instance_index,
+        instance_index=config.instance_index if index_given else None,
         total_instances=(
             config.total_instances
             if config.source("total_instances") != "default"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 import time
@@ -168,9 +169,19 @@ def describe(change: StatusChange) -> str:
     return f"{change.module}{where}"
 
 
+_CONTROL_SEQUENCES = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: cursor moves, clearing, colours
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: titles, links
+    r"|\x1b.?"  # any other escape
+    r"|[\x00-\x08\x0b-\x1f\x7f]"  # control characters but tab and newline
+)
+"""Terminal escape and control sequences, which a module's output must not
+send to the master's console: they could clear it or retitle it."""
+
+
 def format_block(output: str, change: StatusChange) -> str:
     """Return a module's output, and its error when it failed, as an indented block."""
-    text = output
+    text = _CONTROL_SEQUENCES.sub("", output)
     if change.status is ModuleStatus.FAILED and change.detail:
         if text and not text.endswith("\n"):
             text += "\n"

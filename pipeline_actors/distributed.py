@@ -115,10 +115,13 @@ def run_worker_instance(
     Returns OK when every worker exited cleanly, which is what they do when
     the master signals that the run is over.
     """
+    if options.instance_index == 0:
+        msg = "instance index 0 is the master's; give each worker an index of 1 or more"
+        raise InvalidPipelineError(msg)
     prefix = (
         str(options.instance_index)
         if options.instance_index is not None
-        else secrets.token_hex(2)
+        else f"w{secrets.token_hex(2)}"
     )
     worker_ids = [f"{prefix}.{k}" for k in range(1, options.local_workers + 1)]
     settings = dataclasses.replace(settings, instance_workers=len(worker_ids))

@@ -149,10 +149,21 @@ class Supervisor:
 
     @contextmanager
     def running(self) -> Iterator[Supervisor]:
+        """Start the processes, and stop them when the block ends.
+
+        A KeyboardInterrupt (a second Ctrl-C) kills them at once instead of
+        waiting for them to stop.
+        """
         try:
             self.start()
             yield self
-        finally:
+        except KeyboardInterrupt:
+            self.stop(force=True)
+            raise
+        except BaseException:
+            self.stop()
+            raise
+        else:
             self.stop()
 
     def start(self) -> None:
@@ -165,7 +176,7 @@ class Supervisor:
             own = [worker_address(worker_id), control_address(worker_id)]
             args = (
                 worker_id,
-                transport.for_actor(own),
+                transport.for_actor(own, sends=[MASTER, MONITOR, CANCELLER]),
                 self.settings,
                 self.capabilities,
                 dict(os.environ),
@@ -185,8 +196,9 @@ class Supervisor:
 
     def _start_helpers(self) -> None:
         transport = self.transport
+        monitor_view = transport.for_actor([MONITOR], sends=[MASTER])
         self.helpers[MONITOR] = self._start_process(
-            "monitor", monitor_main, (transport.for_actor([MONITOR]), self.settings)
+            "monitor", monitor_main, (monitor_view, self.settings)
         )
         self.helpers[CANCELLER] = self._start_process(
             "canceller",
@@ -207,8 +219,16 @@ class Supervisor:
         self._reported_dead.update(dead)
         return dead
 
-    def stop(self) -> None:
-        """Tell every actor to stop, wait for it, and kill what does not stop."""
+    def stop(self, *, force: bool = False) -> None:
+        """Tell every actor to stop, wait for it, and kill what does not stop.
+
+        With `force`, kill every process at once. Ctrl-C is ignored meanwhile,
+        because a cleanup cut short would leave processes running.
+        """
+        with _ctrl_c_ignored():
+            self._stop(force)
+
+    def _stop(self, force: bool) -> None:
         shutdown = Shutdown("run finished")
         addresses = [worker_address(w) for w in self.workers] + list(self.helpers)
         for address in addresses:
@@ -216,7 +236,7 @@ class Supervisor:
                 self.transport.mailbox(address).put(shutdown)
 
         processes = [*self.workers.values(), *self.helpers.values()]
-        deadline = time.monotonic() + STOP_TIMEOUT
+        deadline = time.monotonic() + (0.0 if force else STOP_TIMEOUT)
         for process in processes:
             process.join(timeout=max(0.0, deadline - time.monotonic()))
         for process in processes:
@@ -249,6 +269,18 @@ def _kill_tree(pid: int) -> None:
         with contextlib.suppress(psutil.NoSuchProcess):
             member.kill()
     psutil.wait_procs(family, timeout=STOP_TIMEOUT)
+
+
+@contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager

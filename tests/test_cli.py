@@ -186,3 +186,21 @@ def test_workflow_command_writes_yaml():
     workflow = yaml.safe_load(result.stdout)
     matrix = workflow["jobs"]["pipeline"]["strategy"]["matrix"]["include"]
     assert [entry["instance"] for entry in matrix] == [0]
+
+
+def test_module_output_cannot_drive_the_terminal(pipeline_file):
+    path = pipeline_file(
+        """
+        from pipeline_actors import Module
+
+        class Rude(Module):
+            def execute(self, ctx):
+                print("before\\x1b[2J\\x1b]0;HIJACKED\\x07after")
+        """
+    )
+
+    result = run_cli(path, "--local-workers", "1")
+
+    assert result.returncode == 0, result.stderr
+    assert "    │ beforeafter" in result.stdout
+    assert "\x1b" not in result.stdout

@@ -23,6 +23,9 @@ def canceller_main(transport: Transport, settings: RunSettings) -> None:
     prepare_actor_process(settings)
     try:
         code = Canceller(transport, settings).run()
+    except MailboxClosedError as exc:
+        actor_logger("canceller", settings.run_id).error("Stopping: {}", exc)
+        code = 1
     finally:
         transport.close()
     sys.exit(code)

@@ -105,6 +105,7 @@ class MasterActor:
         self._instance_sizes: dict[str, int] = {"0": settings.instance_workers}
         self._routing_started = False
         self._registered: set[str] = set()
+        self._origins: dict[str, tuple[int, str]] = {}
         self._results: dict[str, Payload] = {}
         self._outputs: dict[str, str] = {}
         self._exit_code = None
@@ -196,6 +197,18 @@ class MasterActor:
 
     def _register(self, registration: RegisterWorker, now: float) -> None:
         worker_id = registration.worker_id
+        origin = (registration.pid, registration.host)
+        earlier = self._origins.get(worker_id)
+        if earlier is not None and earlier != origin:
+            self.log.warning(
+                "Worker id {} registered again from pid {} on {}, after pid {} on "
+                "{}; give every worker instance its own --instance-index",
+                worker_id,
+                registration.pid,
+                registration.host,
+                *earlier,
+            )
+        self._origins[worker_id] = origin
         self.log.info(
             "Worker {} registered (pid {} on {}) with capabilities {}",
             worker_id,

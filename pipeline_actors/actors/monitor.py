@@ -17,6 +17,9 @@ def monitor_main(transport: Transport, settings: RunSettings) -> None:
     prepare_actor_process(settings)
     try:
         code = HeartbeatMonitor(transport, settings).run()
+    except MailboxClosedError as exc:
+        actor_logger("monitor", settings.run_id).error("Stopping: {}", exc)
+        code = 1
     finally:
         transport.close()
     sys.exit(code)

@@ -244,7 +244,11 @@ class WorkerActor:
         if outcome is not Outcome.SUCCEEDED:
             self.log.info("{} {}: {}", assign.module, outcome.value, _last_line(error))
         if value is not None:
-            value = self._transport.offload(assign.module, assign.attempt, value)
+            try:
+                value = self._transport.offload(assign.module, assign.attempt, value)
+            except (ValueError, MailboxClosedError) as exc:
+                outcome, value, error = Outcome.FAILED, None, str(exc)
+                self.log.warning("Result of {} not stored: {}", assign.module, exc)
         result = ResultEvent(
             self.worker_id,
             assign.module,

@@ -21,6 +21,9 @@ from . import (
     worker_address,
 )
 
+LOCK_TIMEOUT = 10.0
+"""Seconds a sender waits for a mailbox's write lock before giving up."""
+
 
 class LocalMailbox:
     """A mailbox backed by a `multiprocessing` pipe, like `multiprocessing.SimpleQueue`.
@@ -59,12 +62,21 @@ class LocalMailbox:
         if self._writer is None:
             raise MailboxClosedError(f"mailbox {self.name} is closed for sending")
         payload = encode(message)
+        # A sender that dies while it writes never releases the lock, so the
+        # wait for it is bounded instead of hanging this sender too.
+        if not self._write_lock.acquire(timeout=LOCK_TIMEOUT):
+            msg = (
+                f"mailbox {self.name} stayed locked for {LOCK_TIMEOUT:g} s; a "
+                "sender probably died while writing to it"
+            )
+            raise MailboxClosedError(msg)
         try:
-            with self._write_lock:
-                self._writer.send_bytes(payload)
+            self._writer.send_bytes(payload)
         except (BrokenPipeError, OSError) as exc:
             msg = f"mailbox {self.name} has no receiver any more"
             raise MailboxClosedError(msg) from exc
+        finally:
+            self._write_lock.release()
 
     def get(self, timeout: float | None = None) -> Any | None:
         if self._reader is None:
@@ -152,12 +164,21 @@ class LocalTransport:
             msg = f"no local mailbox named {name!r}"
             raise LookupError(msg) from None
 
-    def for_actor(self, receives: Iterable[str]) -> LocalTransport:
-        """Return the view of an actor that reads the mailboxes in `receives`."""
+    def for_actor(
+        self, receives: Iterable[str], sends: Iterable[str] | None = None
+    ) -> LocalTransport:
+        """Return the view of an actor that reads `receives` and writes `sends`.
+
+        With `sends` None the actor may write to every mailbox. Giving a
+        worker only what it uses keeps the file descriptors handed to each
+        new process few, which the forkserver limits.
+        """
         own = set(receives)
+        allowed = None if sends is None else own | set(sends)
         view = {
             name: mailbox if name in own else mailbox.sending_end()
             for name, mailbox in self._mailboxes.items()
+            if allowed is None or name in allowed
         }
         self._family.extend(view.values())
         return LocalTransport(view, self._family)

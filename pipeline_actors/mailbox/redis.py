@@ -8,12 +8,13 @@ each actor process opens its own connection.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,11 +28,16 @@ from ..errors import PipelineActorsError
 from ..messages import ResultRef
 from . import MailboxClosedError, decode, encode
 from .keys import DEFAULT_PREFIX, DEFAULT_TTL, RunKeys
-from .signing import INSECURE_KEY, EnvelopeRejected, Signer
+from .signing import INSECURE_KEY, EnvelopeRejected, Rejection, Signer
+
+SECRET_HINT = "; check that PIPELINE_ACTORS_SECRET is the same on every instance"
 
 CONNECT_TIMEOUT = 8.0
 """Seconds to keep trying to reach Redis at start before giving up; with the
 time a command takes to start, an unreachable Redis is reported within 10 s."""
+
+MAX_VALUE_SIZE = 512 * 1024 * 1024
+"""The largest string Redis stores, in bytes (its proto-max-bulk-len default)."""
 
 INLINE_RESULT_LIMIT = 256 * 1024
 """Results up to this many bytes travel inside the result message; larger ones
@@ -96,6 +102,7 @@ def connect(
         try:
             # A single-connection client connects as it is made, so making it
             # is part of each attempt.
+            _probe(url, options, timeout=max(0.5, deadline - time.monotonic()))
             client = redis.Redis.from_url(url, **options)
             client.ping()
             return client
@@ -112,6 +119,25 @@ def connect(
                 msg = f"cannot reach Redis at {where} within {timeout:g} s: {exc}"
                 raise RedisUnavailableError(msg) from exc
             time.sleep(0.2)
+        except redis.RedisError as exc:
+            msg = f"Redis at {where} rejected the connection: {exc}"
+            raise RedisUnavailableError(msg) from exc
+
+
+def _probe(url: str, options: dict[str, Any], timeout: float) -> None:
+    """Ping Redis once with a read timeout, and without retries.
+
+    The clients of a run wait in BLPOP for as long as it takes, so they have
+    no read timeout; a server that accepts connections but never answers
+    must be caught here instead.
+    """
+    probe_options = {**options, "single_connection_client": False}
+    probe_options.update(socket_timeout=min(timeout, 2.0), retry=None)
+    probe = redis.Redis.from_url(url, **probe_options)
+    try:
+        probe.ping()
+    finally:
+        probe.close()
 
 
 class DropCounter:
@@ -142,13 +168,15 @@ class DropCounter:
             if not self._pending:
                 return
             summary = ", ".join(f"{n} {why}" for why, n in self._pending.items())
+            hint = SECRET_HINT if Rejection.BAD_SIGNATURE.value in self._pending else ""
             self._pending.clear()
             self._last_log = time.monotonic()
         logger.warning(
-            "Dropped messages on mailbox {} without unpickling them: {} ({} in all)",
+            "Dropped messages on mailbox {} without unpickling them: {} ({} in all){}",
             self.mailbox,
             summary,
             sum(self.total.values()),
+            hint,
         )
 
 
@@ -240,7 +268,9 @@ class RedisTransport:
                 self._mailboxes[name] = RedisMailbox(name, key, self)
             return self._mailboxes[name]
 
-    def for_actor(self, receives: Iterable[str]) -> RedisTransport:
+    def for_actor(
+        self, receives: Iterable[str], sends: Iterable[str] | None = None
+    ) -> RedisTransport:
         """Return this transport: each process connects on its own anyway."""
         return self
 
@@ -304,14 +334,16 @@ class RedisTransport:
         return self._blmpop
 
     def worker_ids(self) -> list[str]:
-        return sorted(w.decode() for w in self.client.hkeys(self.keys.workers))
+        with self._errors_as_closed():
+            return sorted(w.decode() for w in self.client.hkeys(self.keys.workers))
 
     def register_worker(self, worker_id: str) -> None:
-        description = f"pid {os.getpid()} on {socket.gethostname()}"
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(self.keys.workers, worker_id, description)
-        pipe.pexpire(self.keys.workers, self.keys.ttl_ms)
-        pipe.execute()
+        with self._errors_as_closed():
+            description = f"pid {os.getpid()} on {socket.gethostname()}"
+            pipe = self.client.pipeline(transaction=False)
+            pipe.hset(self.keys.workers, worker_id, description)
+            pipe.pexpire(self.keys.workers, self.keys.ttl_ms)
+            pipe.execute()
 
     def claim_master(self, identity: str, lease: float) -> str | None:
         """Become the run's master; return the holder's identity when taken.
@@ -329,20 +361,24 @@ class RedisTransport:
         return holder.decode() if holder else "an unknown master"
 
     def renew_master(self, lease: float) -> None:
-        self.client.pexpire(self.keys.master, max(1, int(lease * 1000)))
+        with self._errors_as_closed():
+            self.client.pexpire(self.keys.master, max(1, int(lease * 1000)))
 
     def master_alive(self) -> bool:
-        return bool(self.client.exists(self.keys.master))
+        with self._errors_as_closed():
+            return bool(self.client.exists(self.keys.master))
 
     def release_master(self) -> None:
         self.client.delete(self.keys.master)
 
     def set_state(self, state: str) -> None:
-        self.client.set(self.keys.state, state, px=self.keys.ttl_ms)
+        with self._errors_as_closed():
+            self.client.set(self.keys.state, state, px=self.keys.ttl_ms)
 
     def run_state(self) -> str | None:
-        value = self.client.get(self.keys.state)
-        return value.decode() if value else None
+        with self._errors_as_closed():
+            value = self.client.get(self.keys.state)
+            return value.decode() if value else None
 
     def refresh(self, addresses: Iterable[str], results: Iterable[ResultRef]) -> None:
         """Push back the expiry of every key of the run that is still in use."""
@@ -358,8 +394,18 @@ class RedisTransport:
         """Store a large result under its own key and return a reference to it."""
         if len(value) <= INLINE_RESULT_LIMIT:
             return value
+        if len(value) + 1024 > MAX_VALUE_SIZE:
+            msg = (
+                f"the result is {len(value):,} bytes once pickled, more than the "
+                f"{MAX_VALUE_SIZE:,} that Redis stores under one key; return a "
+                "path to shared storage instead"
+            )
+            raise ValueError(msg)
         key = self.keys.result(module, attempt)
-        self.client.set(key, self.signer.seal(value), px=self.keys.ttl_ms)
+        try:
+            self.client.set(key, self.signer.seal(value), px=self.keys.ttl_ms)
+        except redis.RedisError as exc:
+            raise MailboxClosedError(f"storing the result failed: {exc}") from exc
         return ResultRef(key, len(value))
 
     def fetch(self, value: bytes | ResultRef) -> bytes:
@@ -381,6 +427,13 @@ class RedisTransport:
         for client in clients:
             client.close()
         self._local = threading.local()
+
+    @contextlib.contextmanager
+    def _errors_as_closed(self) -> Iterator[None]:
+        try:
+            yield
+        except redis.RedisError as exc:
+            raise MailboxClosedError(self._lost(exc)) from exc
 
     def _lost(self, exc: Exception) -> str:
         return (
