@@ -46,14 +46,14 @@ class MasterAlreadyRunningError(InvalidPipelineError):
 
 @dataclass(frozen=True)
 class InstanceOptions:
-    """What one instance of a distributed run starts on its machine."""
+    """The workers one instance of a distributed run starts on its machine."""
 
     local_workers: int
     capabilities: frozenset[str]
     min_workers: int = 0
     instance_index: int | None = None
     total_instances: int | None = None
-    """Instances of the run when given, so the master knows when all registered."""
+    """Instances of the run when given, so the master can tell when all registered."""
 
 
 def run_master(
@@ -180,7 +180,7 @@ def _supervisor(
 
 
 def _shut_down_remote_workers(transport: RedisTransport, exclude: list[str]) -> None:
-    """Tell every registered worker that the run is over; local ones are told later."""
+    """Send `Shutdown` to every registered remote worker; the supervisor stops local ones."""
     shutdown = Shutdown("run finished")
     for worker_id in transport.worker_ids():
         if worker_id not in exclude:

@@ -25,7 +25,7 @@ DEFAULT_DURATION = 1.0
 
 @dataclass(frozen=True)
 class ModuleSpec:
-    """What the scheduler needs to know of one module, without its class."""
+    """The part of a module that the scheduler uses, without its class."""
 
     name: str
     dependencies: tuple[str, ...]

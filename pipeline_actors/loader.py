@@ -76,7 +76,7 @@ def _import_file(path: Path) -> ModuleType:
         spec.loader.exec_module(namespace)
     except BaseException as exc:
         del sys.modules[name]
-        # The pipeline's own InvalidPipelineError already says what is wrong.
+        # The pipeline's own InvalidPipelineError already explains the problem.
         if isinstance(exc, (KeyboardInterrupt, InvalidPipelineError)):
             raise
         raise PipelineImportError(_import_failure(str(path), exc)) from exc

@@ -78,7 +78,7 @@ def encode(message: Any) -> bytes:
     carry by value (module classes, results) was serialized by cloudpickle
     already, so the standard pickler suffices here. It is about three times
     faster than cloudpickle's for these records; cloudpickle remains the
-    fallback for a message that holds something only it can pickle.
+    fallback for a message that contains something only it can pickle.
     """
     try:
         return pickle.dumps(message, protocol=5)

@@ -224,10 +224,10 @@ class LocalTransport:
     def close(self) -> None:
         """Close every pipe end and lock of this transport and of its views.
 
-        Dropping the locks here, rather than whenever the garbage collector
-        gets to them, matters on Python 3.12: a semaphore finalized while
-        multiprocessing's resource tracker is busy registering a new one
-        makes it warn of a reentrant call and may leak the semaphore.
+        The locks are dropped here, not whenever the garbage collector gets to
+        them, because of Python 3.12. There a semaphore finalized while
+        multiprocessing's resource tracker registers a new one makes the
+        tracker warn of a reentrant call, and the semaphore may leak.
         """
         for mailbox in self._family:
             mailbox.close()

@@ -33,7 +33,7 @@ from .signing import INSECURE_KEY, EnvelopeRejected, Rejection, Signer
 SECRET_HINT = "; check that PIPELINE_ACTORS_SECRET is the same on every instance"
 
 CONNECT_TIMEOUT = 8.0
-"""Seconds to keep trying to reach Redis at start before giving up; with the
+"""Seconds to keep trying to reach Redis at start before giving up. With the
 time a command takes to start, an unreachable Redis is reported within 10 s."""
 
 MAX_VALUE_SIZE = 512 * 1024 * 1024
@@ -41,7 +41,7 @@ MAX_VALUE_SIZE = 512 * 1024 * 1024
 
 INLINE_RESULT_LIMIT = 256 * 1024
 """Results up to this many bytes travel inside the result message; larger ones
-are stored under their own key, so the master never holds a copy of them."""
+are stored under their own key, so the master keeps no copy of them."""
 
 DROP_LOG_INTERVAL = 10.0
 """Seconds between two warnings about rejected messages of one mailbox."""
@@ -80,7 +80,7 @@ def describe_url(url: str) -> str:
 def connect(
     url: str, timeout: float = CONNECT_TIMEOUT, *, single_connection: bool = False
 ) -> redis.Redis:
-    """Open a client for `url` and wait until Redis answers, up to `timeout` s.
+    """Open a client for `url` and wait until Redis replies, up to `timeout` s.
 
     A `single_connection` client skips the connection pool on every command;
     it suits one thread.
@@ -128,7 +128,7 @@ def _probe(url: str, options: dict[str, Any], timeout: float) -> None:
     """Ping Redis once with a read timeout, and without retries.
 
     The clients of a run wait in BLPOP for as long as it takes, so they have
-    no read timeout; a server that accepts connections but never answers
+    no read timeout. A server that accepts connections but never replies
     must be caught here instead.
     """
     probe_options = {**options, "single_connection_client": False}
