@@ -180,7 +180,10 @@ def _supervisor(
 
 
 def _shut_down_remote_workers(transport: RedisTransport, exclude: list[str]) -> None:
-    """Send `Shutdown` to every registered remote worker; the supervisor stops local ones."""
+    """Send `Shutdown` to every registered worker but the local ones in `exclude`.
+
+    The supervisor stops the local workers itself.
+    """
     shutdown = Shutdown("run finished")
     for worker_id in transport.worker_ids():
         if worker_id not in exclude:
