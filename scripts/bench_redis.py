@@ -63,9 +63,14 @@ from pipeline_actors.runtime import default_start_method
 from pipeline_actors.settings import RunSettings
 from pipeline_actors.state import Dispatch, StatusChange
 
+from workloads import (
+    SLEEP_SECONDS,
+    chain_modules,
+    diamond_modules,
+    independent_modules,
+)
+
 WORKERS = 4
-SLEEP_SECONDS = 0.010
-"""Seconds each module of the diamond sleeps."""
 
 PING_PAYLOAD = bytes(150)
 """Raw round-trip message; a signed `Assign` is about 120 bytes, a `ResultEvent` 190."""
@@ -124,44 +129,6 @@ QUICK_SIZES = Sizes(
     diamond_width=40,
     round_trips=200,
 )
-
-
-class NoOpModule(Module):
-    abstract = True
-
-    def execute(self, ctx):
-        return None
-
-
-class SleepModule(Module):
-    abstract = True
-
-    def execute(self, ctx):
-        time.sleep(SLEEP_SECONDS)
-
-
-def make_module(
-    base: type[Module], name: str, depends_on: Sequence[type[Module]] = ()
-) -> type[Module]:
-    return type(name, (base,), {"depends_on": tuple(depends_on)})
-
-
-def independent_modules(count: int) -> list[type[Module]]:
-    return [make_module(NoOpModule, f"task{i}") for i in range(count)]
-
-
-def chain_modules(length: int) -> list[type[Module]]:
-    modules = [make_module(NoOpModule, "hop0")]
-    for index in range(1, length):
-        modules.append(make_module(NoOpModule, f"hop{index}", [modules[-1]]))
-    return modules
-
-
-def diamond_modules(width: int) -> list[type[Module]]:
-    source = make_module(SleepModule, "source")
-    middle = [make_module(SleepModule, f"middle{i}", [source]) for i in range(width)]
-    sink = make_module(SleepModule, "sink", middle)
-    return [source, *middle, sink]
 
 
 def end_of(timing: Timing) -> float:
