@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from ..logs import actor_logger
 from ..mailbox import (
     CANCELLER,
@@ -15,20 +13,12 @@ from ..mailbox import (
 )
 from ..messages import Cancel, CancelRequest, Shutdown
 from ..settings import RunSettings
-from .process import SupervisorWatch, prepare_actor_process
+from .process import SupervisorWatch, run_helper_actor
 
 
 def canceller_main(transport: Transport, settings: RunSettings) -> None:
     """Run the canceller; the entry point of its process."""
-    prepare_actor_process(settings)
-    try:
-        code = Canceller(transport, settings).run()
-    except MailboxClosedError as exc:
-        actor_logger("canceller", settings.run_id).error("Stopping: {}", exc)
-        code = 1
-    finally:
-        transport.close()
-    sys.exit(code)
+    run_helper_actor("canceller", Canceller, transport, settings)
 
 
 class Canceller:

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 from ..logs import actor_logger
 from ..mailbox import MASTER, MONITOR, MailboxClosedError, Transport
 from ..messages import Cancel, HeartbeatEvent, Shutdown, WorkerLostEvent
 from ..settings import RunSettings
-from .process import SupervisorWatch, prepare_actor_process
+from .process import SupervisorWatch, run_helper_actor
 
 
 def monitor_main(transport: Transport, settings: RunSettings) -> None:
     """Run the heartbeat monitor; the entry point of its process."""
-    prepare_actor_process(settings)
-    try:
-        code = HeartbeatMonitor(transport, settings).run()
-    except MailboxClosedError as exc:
-        actor_logger("monitor", settings.run_id).error("Stopping: {}", exc)
-        code = 1
-    finally:
-        transport.close()
-    sys.exit(code)
+    run_helper_actor("monitor", HeartbeatMonitor, transport, settings)
 
 
 class HeartbeatMonitor:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import signal
-from typing import TextIO
+import sys
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import psutil
 
 from .. import logs
+from ..logs import actor_logger
+from ..mailbox import MailboxClosedError, Transport
 from ..settings import RunSettings
 
 
@@ -22,6 +26,28 @@ def prepare_actor_process(
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logs.configure(settings.log_level, log_stream)
+
+
+def run_helper_actor(
+    name: str,
+    actor_type: Callable[[Transport, RunSettings], Any],
+    transport: Transport,
+    settings: RunSettings,
+) -> None:
+    """Run a helper actor (monitor, canceller) in this process, then exit.
+
+    A mailbox that closes under it, because Redis went away, ends it with one
+    log line and status 1 rather than a traceback.
+    """
+    prepare_actor_process(settings)
+    try:
+        code = actor_type(transport, settings).run()
+    except MailboxClosedError as exc:
+        actor_logger(name, settings.run_id).error("Stopping: {}", exc)
+        code = 1
+    finally:
+        transport.close()
+    sys.exit(code)
 
 
 class SupervisorWatch:

@@ -23,7 +23,7 @@ INSECURE_KEY = b""
 
 
 class Rejection(str, enum.Enum):
-    """Why an envelope was not opened."""
+    """The reason an envelope was not opened."""
 
     NOT_A_MESSAGE = "not a message"
     OTHER_RUN = "from another run"
