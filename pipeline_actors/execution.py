@@ -7,10 +7,9 @@ import re
 import traceback
 from typing import Any
 
-import cloudpickle
-
 from .context import Context
 from .errors import ModuleCancelled
+from .mailbox import encode
 from .messages import Outcome
 from .module import Module
 
@@ -45,8 +44,10 @@ def call_module(
 
 
 def _serialize(value: Any) -> tuple[Outcome, bytes | None, str | None]:
+    # `encode` tries the standard pickler first: cloudpickle's costs a tenth
+    # of a millisecond when its code has gone cold while the module ran.
     try:
-        return Outcome.SUCCEEDED, cloudpickle.dumps(value, protocol=5), None
+        return Outcome.SUCCEEDED, encode(value), None
     except Exception as exc:
         kind = f"{type(value).__module__}.{type(value).__qualname__}"
         error = f"the result, of type {kind}, cannot be pickled: {exc}"
