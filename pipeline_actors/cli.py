@@ -89,6 +89,11 @@ OPTION_HELP: dict[str, tuple[str | None, str]] = {
         "time running modules get to stop after a cancel",
     ),
     "max_attempts": ("N", "attempts per module when the worker running it is lost"),
+    "prefetch": (
+        "N",
+        "modules a busy worker may hold waiting behind the one it runs; "
+        "1 or more speeds up modules of milliseconds",
+    ),
 }
 
 WORKER_OPTIONS = (
@@ -273,6 +278,7 @@ def _run_settings(config: ResolvedConfig, run_id: str) -> RunSettings:
         heartbeat_timeout=config.heartbeat_timeout,
         cancel_grace=config.cancel_grace,
         max_attempts=config.max_attempts,
+        prefetch=config.prefetch,
         capability_timeout=config.capability_timeout,
         registration_timeout=config.registration_timeout,
     )

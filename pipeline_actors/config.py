@@ -525,6 +525,15 @@ SETTINGS: tuple[Setting, ...] = (
         pyproject_key="max-attempts",
         default=3,
     ),
+    Setting(
+        name="prefetch",
+        description="prefetch",
+        parse=WholeNumber(0),
+        flag="--prefetch",
+        environment=("PIPELINE_ACTORS_PREFETCH",),
+        pyproject_key="prefetch",
+        default=0,
+    ),
 )
 
 

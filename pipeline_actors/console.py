@@ -61,7 +61,11 @@ class LineReporter(Reporter):
     def module_started(self, dispatch: Dispatch) -> None:
         where = _worker_label(dispatch.worker_id)
         attempt = f" (attempt {dispatch.attempt})" if dispatch.attempt > 1 else ""
-        self._line("started", f"{dispatch.module} on {where}{attempt}")
+        if dispatch.behind is None:
+            self._line("started", f"{dispatch.module} on {where}{attempt}")
+            return
+        after = f", to run after {dispatch.behind}"
+        self._line("sent ahead", f"{dispatch.module} to {where}{after}{attempt}")
 
     def status_changed(self, change: StatusChange, output: str) -> None:
         self._line(change.status.value, describe(change))
@@ -104,6 +108,9 @@ class LiveReporter(Reporter):
         self._live.start()
 
     def module_started(self, dispatch: Dispatch) -> None:
+        if dispatch.behind is not None:
+            # It waits behind another module, so it stays among the queued.
+            return
         with self._lock:
             self._queued.discard(dispatch.module)
             self._running[dispatch.module] = (dispatch.worker_id, time.monotonic())

@@ -43,6 +43,7 @@ def run(
     heartbeat_timeout: float = 10.0,
     cancel_grace: float = 10.0,
     max_attempts: int = 3,
+    prefetch: int = 0,
 ) -> RunReport:
     """Run a pipeline on this machine and return its report.
 
@@ -59,6 +60,11 @@ def run(
         heartbeat_timeout: Seconds of silence before a worker counts as lost.
         cancel_grace: Seconds running modules get to stop after a cancel.
         max_attempts: Attempts per module when the worker holding it is lost.
+        prefetch: Modules a busy worker may hold waiting behind the one it
+            runs, so that it starts the next one without waiting for the
+            master. Worth 1 for modules of milliseconds; with longer ones it
+            can leave a module waiting behind a slow one while another worker
+            is free.
     """
     if isinstance(modules, Pipeline):
         modules = modules.modules
@@ -69,6 +75,7 @@ def run(
         heartbeat_timeout=heartbeat_timeout,
         cancel_grace=cancel_grace,
         max_attempts=max_attempts,
+        prefetch=prefetch,
     )
     return run_local(
         modules,

@@ -17,6 +17,7 @@ class RunSettings:
         heartbeat_timeout: Seconds without a heartbeat before a worker is lost.
         cancel_grace: Seconds running modules get to stop after a cancel.
         max_attempts: Attempts per module when the worker holding it is lost.
+        prefetch: Modules a busy worker may hold waiting behind the one it runs.
         capability_timeout: Seconds a module waits for a worker that can run it.
         registration_timeout: Seconds a worker waits for its master to accept
             it, and a master for its minimum number of workers.
@@ -31,6 +32,7 @@ class RunSettings:
     heartbeat_timeout: float = 10.0
     cancel_grace: float = 10.0
     max_attempts: int = 3
+    prefetch: int = 0
     capability_timeout: float = 300.0
     registration_timeout: float = 300.0
     instance_workers: int = 1

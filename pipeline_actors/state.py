@@ -54,11 +54,16 @@ class ModuleRecord:
 
 @dataclass(frozen=True, slots=True)
 class Dispatch:
-    """Send attempt `attempt` of `module` to worker `worker_id`."""
+    """Send attempt `attempt` of `module` to worker `worker_id`.
+
+    `behind` names the module the worker runs first, when this one is sent
+    ahead to wait in the worker's mailbox (see `MasterState`'s `prefetch`).
+    """
 
     module: str
     worker_id: str
     attempt: int
+    behind: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +101,11 @@ class MasterState:
             at once.
         cancel_grace: Seconds running modules get to stop after a cancel
             before they are given up on.
+        prefetch: Modules a busy worker may hold waiting behind the one it
+            runs. With 0, a worker holds one module at a time. More lets a
+            worker start its next module without waiting for the master,
+            which pays off for modules of milliseconds; such a module is only
+            sent ahead when no worker that could run it is idle.
     """
 
     def __init__(
@@ -106,18 +116,21 @@ class MasterState:
         capability_timeout: float = 300.0,
         workers_may_join: bool = False,
         cancel_grace: float = 10.0,
+        prefetch: int = 0,
     ) -> None:
         self.graph = graph
         self.max_attempts = max_attempts
         self.capability_timeout = capability_timeout
         self.workers_may_join = workers_may_join
         self.cancel_grace = cancel_grace
+        self.prefetch = prefetch
 
         self.records = {name: ModuleRecord(name) for name in graph.order}
         self._unmet = {n: len(graph.specs[n].dependencies) for n in graph.order}
         self._ready = ReadyQueue(graph)
         self._workers: dict[str, WorkerView] = {}
-        self._held: dict[str, tuple[str, int]] = {}
+        # What each worker holds, as (module, attempt), in the order it runs them.
+        self._held: dict[str, list[tuple[str, int]]] = {}
         self._terminal_count = 0
         self._cancel_deadline: float | None = None
         self.cancel_reason: str | None = None
@@ -127,9 +140,9 @@ class MasterState:
     def workers(self) -> dict[str, WorkerView]:
         return dict(self._workers)
 
-    def held_by(self, worker_id: str) -> tuple[str, int] | None:
-        """Return the (module, attempt) that `worker_id` is running, if any."""
-        return self._held.get(worker_id)
+    def held_by(self, worker_id: str) -> list[tuple[str, int]]:
+        """Return the (module, attempt) pairs `worker_id` holds, in running order."""
+        return list(self._held.get(worker_id, ()))
 
     def start(self, now: float) -> list[Instruction]:
         """Queue the modules that depend on nothing."""
@@ -148,9 +161,8 @@ class MasterState:
     ) -> list[Instruction]:
         out: list[Instruction] = []
         # A worker that registers again was restarted: what it held is lost.
-        held = self._held.pop(worker_id, None)
-        if held is not None:
-            self._recover(held[0], worker_id, now, out)
+        for module, _ in self._held.pop(worker_id, ()):
+            self._recover(module, worker_id, now, out)
         caps = frozenset(c.lower() for c in capabilities)
         self._workers[worker_id] = WorkerView(worker_id, caps, is_master=is_master)
         return self._settle(now, out)
@@ -163,11 +175,7 @@ class MasterState:
     def result_received(self, result: ResultEvent, now: float) -> list[Instruction]:
         """Record a worker's result; a late duplicate only frees its worker."""
         out: list[Instruction] = []
-        if self._held.get(result.worker_id) == (result.module, result.attempt):
-            del self._held[result.worker_id]
-            worker = self._workers.get(result.worker_id)
-            if worker is not None and worker.alive:
-                self._workers[result.worker_id] = replace(worker, idle=True)
+        self._release(result.worker_id, (result.module, result.attempt))
 
         record = self.records.get(result.module)
         if record is None or record.status.is_terminal:
@@ -192,9 +200,8 @@ class MasterState:
             return out
         self._workers[worker_id] = replace(worker, alive=False, idle=False)
 
-        held = self._held.pop(worker_id, None)
-        if held is not None:
-            self._recover(held[0], worker_id, now, out)
+        for module, _ in self._held.pop(worker_id, ()):
+            self._recover(module, worker_id, now, out)
         return self._settle(now, out)
 
     def cancel(self, reason: str, now: float) -> list[Instruction]:
@@ -253,16 +260,59 @@ class MasterState:
         return out
 
     def _dispatch(self, out: list[Instruction]) -> None:
-        candidates = self._ready.candidates(self._workers.values())
-        for name, worker_id in route(candidates, self._workers.values()):
-            record = self.records[name]
-            self._ready.remove(name)
-            record.status = ModuleStatus.RUNNING
-            record.worker_id = worker_id
-            record.attempts += 1
-            self._held[worker_id] = (name, record.attempts)
-            self._workers[worker_id] = replace(self._workers[worker_id], idle=False)
-            out.append(Dispatch(name, worker_id, record.attempts))
+        """Give idle workers a module each, then fill the prefetch slots."""
+        self._route_to(list(self._workers.values()), out)
+        while self._ready:
+            with_free_slot = self._with_free_slot()
+            if not with_free_slot or not self._route_to(with_free_slot, out):
+                return
+
+    def _route_to(self, workers: list[WorkerView], out: list[Instruction]) -> int:
+        """Assign ready modules to the idle ones of `workers`; return how many."""
+        assignments = route(self._ready.candidates(workers), workers)
+        for name, worker_id in assignments:
+            self._assign(name, worker_id, out)
+        return len(assignments)
+
+    def _with_free_slot(self) -> list[WorkerView]:
+        """Return busy workers that may take one more module, shown as idle.
+
+        `_dispatch` calls this only after the idle workers had their turn,
+        so a module is sent ahead only when no idle worker can run it.
+        """
+        return [
+            replace(worker, idle=True)
+            for worker in self._workers.values()
+            if worker.alive
+            and not worker.idle
+            and not worker.is_master
+            and len(self._held.get(worker.worker_id, ())) <= self.prefetch
+        ]
+
+    def _assign(self, name: str, worker_id: str, out: list[Instruction]) -> None:
+        record = self.records[name]
+        self._ready.remove(name)
+        record.status = ModuleStatus.RUNNING
+        record.worker_id = worker_id
+        record.attempts += 1
+        held = self._held.setdefault(worker_id, [])
+        behind = held[-1][0] if held else None
+        held.append((name, record.attempts))
+        self._workers[worker_id] = replace(self._workers[worker_id], idle=False)
+        out.append(Dispatch(name, worker_id, record.attempts, behind))
+
+    def _release(self, worker_id: str, attempt: tuple[str, int]) -> None:
+        """Forget that `worker_id` holds `attempt`; it is idle once it holds none."""
+        held = self._held.get(worker_id)
+        if held is None or attempt not in held:
+            return
+        held.remove(attempt)
+        if held:
+            return
+        del self._held[worker_id]
+        worker = self._workers.get(worker_id)
+        if worker is not None and worker.alive:
+            self._workers[worker_id] = replace(worker, idle=True)
 
     def _succeed(self, record: ModuleRecord, now: float, out: list) -> None:
         self._conclude(record, ModuleStatus.SUCCEEDED, None, out)

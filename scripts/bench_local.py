@@ -50,6 +50,9 @@ from workloads import (
 
 WORKERS = 4
 
+PREFETCH = 1
+"""Prefetch of the runs that send modules ahead to busy workers."""
+
 PING_PAYLOAD = bytes(100)
 """Round-trip message, about the size of an encoded `Assign` or `ResultEvent`."""
 
@@ -229,12 +232,15 @@ def run_pipeline(
     modules: Sequence[type[Module]],
     timeout: float,
     reporter: Reporter | None = None,
+    prefetch: int = 0,
 ) -> PipelineRun:
     """Run `modules` on the local workers and raise unless every module succeeded."""
     with interrupt_after(timeout):
         cpu_started = time.process_time()
         started = time.perf_counter()
-        report = run(modules, local_workers=WORKERS, reporter=reporter)
+        report = run(
+            modules, local_workers=WORKERS, reporter=reporter, prefetch=prefetch
+        )
         elapsed = time.perf_counter() - started
         master_cpu = time.process_time() - cpu_started
 
@@ -274,9 +280,9 @@ def warm_up(pool: ProcessPoolExecutor, timeout: float) -> None:
     results_within(noops, timeout)
 
 
-def pipeline_fanout(count: int, timeout: float) -> dict[str, float]:
+def pipeline_fanout(count: int, timeout: float, prefetch: int) -> dict[str, float]:
     modules = independent_modules(count)
-    result = run_pipeline(modules, timeout)
+    result = run_pipeline(modules, timeout, prefetch=prefetch)
     steady = span(report_timings(result.report, [m.name for m in modules]))
     return {
         "end_to_end_per_s": count / result.elapsed,
@@ -342,10 +348,10 @@ def makespan_figures(timings: Sequence[Timing], width: int) -> dict[str, float]:
     }
 
 
-def pipeline_diamond(width: int, timeout: float) -> dict[str, float]:
+def pipeline_diamond(width: int, timeout: float, prefetch: int) -> dict[str, float]:
     modules = diamond_modules(width)
     joins = JoinRecorder()
-    result = run_pipeline(modules, timeout, joins)
+    result = run_pipeline(modules, timeout, joins, prefetch)
     timings = report_timings(result.report, [m.name for m in modules])
     first_start = min(timing.started_at for timing in timings)
     return {
@@ -507,7 +513,8 @@ def measure_repetition(
 ) -> dict[str, dict[str, float]]:
     """Measure every timed workload once, each beside its alternative."""
     return {
-        "fanout_pipeline": pipeline_fanout(sizes.fanout, timeout),
+        "fanout_pipeline": pipeline_fanout(sizes.fanout, timeout, 0),
+        "fanout_pipeline_prefetch": pipeline_fanout(sizes.fanout, timeout, PREFETCH),
         "fanout_executor_warm": executor_fanout_warm(pool, sizes.fanout, timeout),
         "fanout_executor_cold": executor_fanout_cold(sizes.fanout, timeout),
         "chain_pipeline": pipeline_chain(sizes.chain, timeout),
@@ -517,7 +524,10 @@ def measure_repetition(
             "us": round_trip_us("SimpleQueue", sizes.round_trips, timeout)
         },
         "round_trip_pipe": {"us": round_trip_us("Pipe", sizes.round_trips, timeout)},
-        "diamond_pipeline": pipeline_diamond(sizes.diamond_width, timeout),
+        "diamond_pipeline": pipeline_diamond(sizes.diamond_width, timeout, 0),
+        "diamond_pipeline_prefetch": pipeline_diamond(
+            sizes.diamond_width, timeout, PREFETCH
+        ),
         "diamond_executor": executor_diamond(pool, sizes.diamond_width, timeout),
     }
 
@@ -554,7 +564,6 @@ def build_rows(summary: dict, memory: dict[str, float], sizes: Sizes) -> list[Ro
     def median(workload: str, figure: str) -> float:
         return summary[workload][figure]["median"]
 
-    fan_steady = median("fanout_pipeline", "steady_per_s")
     fan_warm = median("fanout_executor_warm", "steady_per_s")
     fan_e2e = median("fanout_pipeline", "end_to_end_per_s")
     fan_cold = median("fanout_executor_cold", "end_to_end_per_s")
@@ -563,22 +572,61 @@ def build_rows(summary: dict, memory: dict[str, float], sizes: Sizes) -> list[Ro
     queue_rtt = median("round_trip_queue", "us")
     simple_rtt = median("round_trip_simple_queue", "us")
     pipe_rtt = median("round_trip_pipe", "us")
-    makespan = median("diamond_pipeline", "makespan_ms")
-    efficiency = median("diamond_pipeline", "efficiency")
     executor_makespan = median("diamond_executor", "makespan_ms")
     executor_efficiency = median("diamond_executor", "efficiency")
     ideal_ms = diamond_ideal(sizes.diamond_width) * 1e3
     peak = memory["peak_rss_mb"]
 
-    return [
-        Row(
-            f"fan-out {sizes.fanout}, steady state",
-            f"{fan_steady:,.0f} modules/s",
+    def fanout_row(workload: str, variant: str) -> Row:
+        steady = median(workload, "steady_per_s")
+        return Row(
+            f"fan-out {sizes.fanout}, steady state{variant}",
+            f"{steady:,.0f} modules/s",
             f"{fan_warm:,.0f} tasks/s executor, warm pool",
-            fan_steady / fan_warm,
+            steady / fan_warm,
             f">= {FANOUT_MIN_RATIO}",
-            fan_steady / fan_warm >= FANOUT_MIN_RATIO,
-        ),
+            steady / fan_warm >= FANOUT_MIN_RATIO,
+        )
+
+    def diamond_rows(workload: str, variant: str) -> list[Row]:
+        makespan = median(workload, "makespan_ms")
+        efficiency = median(workload, "efficiency")
+        shape = f"diamond 1-{sizes.diamond_width}-1"
+        return [
+            Row(
+                f"{shape}, efficiency{variant}",
+                f"{makespan:,.0f} ms makespan",
+                f"{ideal_ms:,.0f} ms ideal",
+                efficiency,
+                f">= {DIAMOND_MIN_EFFICIENCY}",
+                efficiency >= DIAMOND_MIN_EFFICIENCY,
+            ),
+            Row(
+                f"{shape}, executor{variant}",
+                f"{makespan:,.0f} ms makespan",
+                f"{executor_makespan:,.0f} ms executor "
+                f"(efficiency {executor_efficiency:.3f})",
+                makespan / executor_makespan,
+                "-",
+                None,
+            ),
+        ]
+
+    def hop_row(alternative: str, figure: float, target: bool) -> Row:
+        ratio = hop / figure
+        return Row(
+            f"chain {sizes.chain}, hop",
+            f"{hop:,.0f} us",
+            alternative,
+            ratio,
+            f"<= {CHAIN_MAX_RATIO}" if target else "-",
+            ratio <= CHAIN_MAX_RATIO if target else None,
+        )
+
+    prefetched = f", prefetch {PREFETCH}"
+    return [
+        fanout_row("fanout_pipeline", ""),
+        fanout_row("fanout_pipeline_prefetch", prefetched),
         Row(
             f"fan-out {sizes.fanout}, end to end",
             f"{fan_e2e:,.0f} modules/s",
@@ -587,55 +635,12 @@ def build_rows(summary: dict, memory: dict[str, float], sizes: Sizes) -> list[Ro
             "-",
             None,
         ),
-        Row(
-            f"chain {sizes.chain}, hop",
-            f"{hop:,.0f} us",
-            f"{queue_rtt:,.0f} us mp.Queue round trip",
-            hop / queue_rtt,
-            f"<= {CHAIN_MAX_RATIO}",
-            hop / queue_rtt <= CHAIN_MAX_RATIO,
-        ),
-        Row(
-            f"chain {sizes.chain}, hop",
-            f"{hop:,.0f} us",
-            f"{simple_rtt:,.0f} us mp.SimpleQueue round trip",
-            hop / simple_rtt,
-            "-",
-            None,
-        ),
-        Row(
-            f"chain {sizes.chain}, hop",
-            f"{hop:,.0f} us",
-            f"{pipe_rtt:,.0f} us one-way Pipe pair round trip",
-            hop / pipe_rtt,
-            "-",
-            None,
-        ),
-        Row(
-            f"chain {sizes.chain}, hop",
-            f"{hop:,.0f} us",
-            f"{executor_hop:,.0f} us executor hop",
-            hop / executor_hop,
-            "-",
-            None,
-        ),
-        Row(
-            f"diamond 1-{sizes.diamond_width}-1, efficiency",
-            f"{makespan:,.0f} ms makespan",
-            f"{ideal_ms:,.0f} ms ideal",
-            efficiency,
-            f">= {DIAMOND_MIN_EFFICIENCY}",
-            efficiency >= DIAMOND_MIN_EFFICIENCY,
-        ),
-        Row(
-            f"diamond 1-{sizes.diamond_width}-1, executor",
-            f"{makespan:,.0f} ms makespan",
-            f"{executor_makespan:,.0f} ms executor "
-            f"(efficiency {executor_efficiency:.3f})",
-            makespan / executor_makespan,
-            "-",
-            None,
-        ),
+        hop_row(f"{queue_rtt:,.0f} us mp.Queue round trip", queue_rtt, True),
+        hop_row(f"{simple_rtt:,.0f} us mp.SimpleQueue round trip", simple_rtt, False),
+        hop_row(f"{pipe_rtt:,.0f} us one-way Pipe pair round trip", pipe_rtt, False),
+        hop_row(f"{executor_hop:,.0f} us executor hop", executor_hop, False),
+        *diamond_rows("diamond_pipeline", ""),
+        *diamond_rows("diamond_pipeline_prefetch", prefetched),
         Row(
             f"master RSS, {memory['modules']:,} modules",
             f"{peak:,.1f} MB peak",

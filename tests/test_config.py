@@ -172,6 +172,12 @@ EXPECTED_DEFINITIONS = {
         "max-attempts",
         3,
     ),
+    "prefetch": (
+        "--prefetch",
+        ("PIPELINE_ACTORS_PREFETCH",),
+        "prefetch",
+        0,
+    ),
 }
 
 
@@ -279,6 +285,7 @@ SOURCE_CASES = [
     SourceCase("heartbeat_timeout", 30.0, 30.0, "20", 20.0, "15.5", 15.5),
     SourceCase("cancel_grace", 1.0, 1.0, "2", 2.0, "3", 3.0),
     SourceCase("max_attempts", 5, 5, "4", 4, "2", 2),
+    SourceCase("prefetch", 1, 1, "2", 2, "0", 0),
 ]
 
 
@@ -471,6 +478,7 @@ INVALID_CASES = [
     ("heartbeat_timeout", "-1", "[]", -1.0),
     ("cancel_grace", "nan", '"later"', 0.0),
     ("max_attempts", "0", "0", 0),
+    ("prefetch", "-1", "-1", -1),
 ]
 
 

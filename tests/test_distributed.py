@@ -543,3 +543,53 @@ def test_capabilities_route_to_the_right_workers(redis_server, pipeline_file):
     assert f"worker 1.1 offers [gpu, {os_capability()}], missing [fpga]" in out
     assert "worker 2.1 offers [docker], missing [fpga]" in out
     assert [w.returncode for w in workers] == [0, 0]
+
+
+FAN_IN = """
+    import time
+    from pipeline_actors import Module, Pipeline
+
+    def part(index):
+        class Part(Module):
+            name = f"part{index}"
+
+            def execute(self, ctx):
+                time.sleep(0.05)
+                return index
+
+        return Part
+
+    PARTS = [part(index) for index in range(6)]
+
+    class Total(Module):
+        depends_on = PARTS
+
+        def execute(self, ctx):
+            total = sum(ctx.result(p) for p in PARTS)
+            print(f"total {total}")
+            return total
+
+    pipeline = Pipeline(*PARTS, Total)
+"""
+
+
+def test_prefetch_sends_modules_ahead_over_redis(redis_server, pipeline_file):
+    run_id = new_run_id()
+    env = instance_env(redis_server, run_id)
+    worker = start_worker(env, "--instance-index", "1", "--local-workers", "1")
+
+    master = run_cli(
+        pipeline_file(FAN_IN),
+        "--local-workers", "0", "--min-workers", "1", "--prefetch", "1",
+        env=env,
+    )  # fmt: skip
+    _, worker_err = finish(worker)
+
+    assert master.returncode == 0, master.stderr
+    assert "total 15" in master.stdout
+    assert re.search(
+        r"sent ahead\s+part\d to worker 1\.1, to run after part\d", master.stdout
+    )
+    rows = summary_rows(master.stdout)
+    assert {worker for _, worker in rows.values()} == {"1.1"}
+    assert worker.returncode == 0, worker_err

@@ -6,10 +6,13 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from pipeline_actors import ExitCode, Module, ModuleStatus, Pipeline, run
+from pipeline_actors.console import Reporter
+from pipeline_actors.state import Dispatch
 
 
 def test_diamond_results_reach_the_sink():
@@ -304,9 +307,8 @@ def test_leftover_background_process_is_ended():
     assert report.result(Spawner) == "spawned"
 
 
-@pytest.mark.parametrize("workers", [1, 3])
-def test_every_module_runs_once(tmp_path, workers):
-    log = tmp_path / "log"
+def logging_modules(log: Path, count: int, seconds: float = 0.0) -> list[type[Module]]:
+    """Return `count` modules that each append their name to `log`, then sleep."""
 
     def make(index: int) -> type[Module]:
         class Entry(Module):
@@ -315,10 +317,18 @@ def test_every_module_runs_once(tmp_path, workers):
             def execute(self, ctx):
                 with open(log, "a") as handle:
                     handle.write(f"{self.name}\n")
+                time.sleep(seconds)
 
         return Entry
 
-    report = run([make(i) for i in range(40)], local_workers=workers)
+    return [make(index) for index in range(count)]
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_every_module_runs_once(tmp_path, workers):
+    log = tmp_path / "log"
+
+    report = run(logging_modules(log, 40), local_workers=workers)
 
     assert report.exit_code is ExitCode.OK
     assert sorted(log.read_text().split()) == sorted(f"m{i}" for i in range(40))
@@ -334,3 +344,55 @@ def test_failed_command_error_shortens_long_argv():
     assert "test_10 ... (489 more arguments)" in str(error)
     assert "test_11" not in str(error)
     assert len(error.argv) == 501
+
+
+class DispatchRecorder(Reporter):
+    """A reporter that keeps every dispatch of a run."""
+
+    def __init__(self) -> None:
+        self.dispatches: list[Dispatch] = []
+
+    def module_started(self, dispatch: Dispatch) -> None:
+        self.dispatches.append(dispatch)
+
+
+def test_prefetch_runs_each_module_once(tmp_path):
+    log = tmp_path / "log"
+    recorder = DispatchRecorder()
+    modules = logging_modules(log, 30, seconds=0.01)
+    report = run(modules, local_workers=2, prefetch=1, reporter=recorder)
+
+    assert report.exit_code is ExitCode.OK
+    assert sorted(log.read_text().split()) == sorted(m.name for m in modules)
+    ahead = [d for d in recorder.dispatches if d.behind is not None]
+    assert ahead, "no module was sent ahead"
+    for dispatch in ahead:
+        module = report.modules[dispatch.module]
+        before = report.modules[dispatch.behind]
+        assert module.worker_id == before.worker_id == dispatch.worker_id
+        assert module.started_at >= before.started_at + before.duration
+
+
+def test_cancel_stops_a_module_sent_ahead(tmp_path):
+    marker = tmp_path / "started"
+
+    class AQuitter(Module):
+        def execute(self, ctx):
+            ctx.cancel("enough")
+            time.sleep(30)
+
+    class BWaiting(Module):
+        def execute(self, ctx):
+            marker.write_text("ran")
+
+    recorder = DispatchRecorder()
+    report = run([AQuitter, BWaiting], local_workers=1, prefetch=1, reporter=recorder)
+
+    assert [d.behind for d in recorder.dispatches] == [None, "AQuitter"]
+    assert report.exit_code is ExitCode.CANCELLED
+    waiting = report.modules["BWaiting"]
+    assert waiting.status is ModuleStatus.CANCELLED
+    assert (
+        waiting.detail == "not started: run cancelled (module AQuitter asked: enough)"
+    )
+    assert not marker.exists()

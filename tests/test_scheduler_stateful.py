@@ -2,9 +2,9 @@
 
 A hypothesis state machine picks a random graph, then interleaves worker
 registrations, results (success or failure, also late ones from lost
-workers), lost workers and an advancing fake clock. It tracks which module
-each worker runs from the Dispatch instructions and checks the scheduling
-rules after every step.
+workers), lost workers and an advancing fake clock, with and without
+prefetch. It tracks which modules each worker holds from the Dispatch
+instructions and checks the scheduling rules after every step.
 """
 
 from __future__ import annotations
@@ -98,14 +98,17 @@ class SchedulerMachine(RuleBasedStateMachine):
         has_master=st.booleans(),
         max_attempts=st.integers(min_value=1, max_value=3),
         workers=st.lists(capability_sets, max_size=3),
+        prefetch=st.integers(min_value=0, max_value=2),
     )
-    def begin(self, graph, has_master, max_attempts, workers):
+    def begin(self, graph, has_master, max_attempts, workers, prefetch):
         self.graph = graph
+        self.prefetch = prefetch
         self.state = MasterState(
             graph,
             max_attempts=max_attempts,
             capability_timeout=CAPABILITY_TIMEOUT,
             workers_may_join=True,
+            prefetch=prefetch,
         )
         self.now = 0.0
         self.may_join = True
@@ -113,8 +116,9 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.capabilities: dict[str, frozenset[str]] = {}
         """Lower-cased capabilities of every registered worker, by id."""
         self.alive: set[str] = set()
-        self.holdings: dict[str, tuple[str, int]] = {}
-        """(module, attempt) dispatched to each live worker and not yet finished."""
+        self.holdings: dict[str, list[tuple[str, int]]] = {}
+        """(module, attempt) dispatched to each live worker and not yet finished,
+        in the order the worker runs them."""
         self.orphans: list[tuple[str, str, int]] = []
         """(worker, module, attempt) that lost workers ran, for late results."""
         self.statuses = {name: ModuleStatus.PENDING for name in graph.order}
@@ -142,7 +146,8 @@ class SchedulerMachine(RuleBasedStateMachine):
             if isinstance(instruction, Dispatch):
                 self.check_dispatch(instruction)
                 module, worker_id = instruction.module, instruction.worker_id
-                self.holdings[worker_id] = (module, instruction.attempt)
+                held = self.holdings.setdefault(worker_id, [])
+                held.append((module, instruction.attempt))
                 self.statuses[module] = ModuleStatus.RUNNING
             elif isinstance(instruction, StatusChange):
                 self.check_status_change(instruction)
@@ -158,8 +163,12 @@ class SchedulerMachine(RuleBasedStateMachine):
         spec = self.graph.specs[module]
         assert self.exit_codes == [], f"{module} dispatched after the run finished"
         assert worker_id in self.alive, f"{module} dispatched to lost {worker_id}"
-        current = self.holdings.get(worker_id)
-        assert current is None, f"{worker_id} got {module} while running {current}"
+        held = self.holdings.get(worker_id, [])
+        assert len(held) <= self.prefetch, f"{worker_id} got {module} holding {held}"
+        if held:
+            assert worker_id != MASTER_ID, f"{module} sent ahead to the master"
+            assert dispatch.behind == held[-1][0], f"{module} not behind {held}"
+            self.check_no_capable_idle_worker(spec)
         status = self.statuses[module]
         assert not status.is_terminal, f"{module} dispatched when {status.value}"
         missing = set(spec.dependencies) - self.succeeded
@@ -174,6 +183,17 @@ class SchedulerMachine(RuleBasedStateMachine):
             if spec.platforms:
                 systems = sorted(spec.platforms)
                 assert spec.platforms & offered, f"{module} sent off {systems}"
+
+    def check_no_capable_idle_worker(self, spec: ModuleSpec) -> None:
+        """Check that a module sent ahead could not have started at once."""
+        for worker_id in self.alive - {MASTER_ID}:
+            if self.holdings.get(worker_id):
+                continue
+            offered = self.capabilities[worker_id]
+            capable = spec.requires <= offered and (
+                not spec.platforms or spec.platforms & offered
+            )
+            assert not capable, f"{spec.name} sent ahead while {worker_id} idles"
 
     def check_status_change(self, change: StatusChange) -> None:
         module = change.module
@@ -226,17 +246,24 @@ class SchedulerMachine(RuleBasedStateMachine):
     @rule(data=st.data(), success=st.booleans())
     def finish(self, data, success):
         worker_id = data.draw(st.sampled_from(sorted(self.holdings)))
-        module, attempt = self.holdings.pop(worker_id)
+        module, attempt = self.take_next(worker_id)
         self.deliver(worker_id, module, attempt, success)
+
+    def take_next(self, worker_id: str) -> tuple[str, int]:
+        """Remove and return the module `worker_id` runs first."""
+        held = self.holdings[worker_id]
+        first = held.pop(0)
+        if not held:
+            del self.holdings[worker_id]
+        return first
 
     @precondition(lambda self: self.alive - {MASTER_ID})
     @rule(data=st.data())
     def lose(self, data):
         worker_id = data.draw(st.sampled_from(sorted(self.alive - {MASTER_ID})))
         self.alive.discard(worker_id)
-        running = self.holdings.pop(worker_id, None)
-        if running is not None:
-            self.orphans.append((worker_id, *running))
+        for held in self.holdings.pop(worker_id, []):
+            self.orphans.append((worker_id, *held))
         self.apply(self.state.worker_lost(worker_id, self.now))
 
     @precondition(lambda self: self.orphans)
@@ -272,7 +299,7 @@ class SchedulerMachine(RuleBasedStateMachine):
                 break
             if self.holdings:
                 for worker_id in sorted(self.holdings):
-                    module, attempt = self.holdings.pop(worker_id)
+                    module, attempt = self.take_next(worker_id)
                     self.deliver(worker_id, module, attempt, True)
             else:
                 self.now += CAPABILITY_TIMEOUT + 1
@@ -287,7 +314,7 @@ class SchedulerMachine(RuleBasedStateMachine):
     @invariant()
     def holdings_match_state(self):
         for worker_id in self.capabilities:
-            assert self.state.held_by(worker_id) == self.holdings.get(worker_id)
+            assert self.state.held_by(worker_id) == self.holdings.get(worker_id, [])
 
     @invariant()
     def finished_means_terminal(self):

@@ -231,3 +231,62 @@ def test_reregistered_worker_loses_what_it_held():
 
     assert retry == [Dispatch("a", "1", 2)]
     assert first.attempt == 1
+
+
+def fan_out(width: int) -> Graph:
+    return Graph.from_specs([spec(f"m{i}") for i in range(width)])
+
+
+def test_busy_worker_gets_nothing_by_default():
+    state, out = started(fan_out(5))
+
+    assert [(d.worker_id, d.behind) for d in dispatches(out)] == [
+        ("1", None),
+        ("2", None),
+    ]
+    assert state.held_by("1") == [("m0", 1)]
+
+
+def test_prefetch_fills_each_busy_worker():
+    state, out = started(fan_out(5), prefetch=1)
+    sent = dispatches(out)
+
+    assert [(d.worker_id, d.behind) for d in sent] == [
+        ("1", None),
+        ("2", None),
+        ("1", sent[0].module),
+        ("2", sent[1].module),
+    ]
+    assert state.held_by("1") == [(sent[0].module, 1), (sent[2].module, 1)]
+
+    refill = dispatches(state.result_received(result(sent[0]), 1.0))
+
+    assert [(d.worker_id, d.behind) for d in refill] == [("1", sent[2].module)]
+
+
+def test_prefetch_waits_for_an_idle_capable_worker_first():
+    graph = Graph.from_specs([spec("a"), spec("b"), spec("gpu", requires=["gpu"])])
+    state = MasterState(graph, prefetch=1)
+    state.worker_registered("plain", frozenset(), 0.0)
+    state.worker_registered("gpu-box", frozenset({"gpu"}), 0.0)
+    state.close_registration(0.0)
+
+    sent = dispatches(state.start(0.0))
+
+    # Sending "b" ahead is allowed only once both workers are busy.
+    by_module = {d.module: (d.worker_id, d.behind) for d in sent}
+    assert by_module["gpu"] == ("gpu-box", None)
+    assert by_module["a"] == ("plain", None)
+    assert by_module["b"][1] is not None
+
+
+def test_lost_worker_returns_modules_sent_ahead():
+    state, out = started(fan_out(4), prefetch=1)
+    held = [module for module, _ in state.held_by("1")]
+
+    out = state.worker_lost("1", 1.0)
+
+    retried = sorted(d.module for d in dispatches(out))
+    assert retried == []
+    assert all(state.records[m].status is ModuleStatus.QUEUED for m in held)
+    assert state.held_by("1") == []

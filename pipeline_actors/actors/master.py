@@ -83,6 +83,7 @@ class MasterActor:
             capability_timeout=settings.capability_timeout,
             workers_may_join=expected_workers is None or expected_workers > 0,
             cancel_grace=settings.cancel_grace,
+            prefetch=settings.prefetch,
         )
         self._transport = transport
         self._inbox = transport.mailbox(MASTER)

@@ -101,6 +101,7 @@ class WorkerActor:
         self._canceller = transport.mailbox(CANCELLER)
         self._modules: dict[str, type[Module]] = {}
         self._current: Context | None = None
+        self._cancel_reason: str | None = None
         self._interruptible = Interruptible()
         self._heartbeat_interval = settings.heartbeat_interval
 
@@ -222,6 +223,9 @@ class WorkerActor:
         if cls is None:
             self._report_unknown(assign)
             return None
+        if self._cancel_reason is not None:
+            # With prefetch, assignments sent before the cancel still wait here.
+            return self._not_started(assign, self._cancel_reason)
 
         ctx = Context(
             module=assign.module,
@@ -275,6 +279,13 @@ class WorkerActor:
         )  # fmt: skip
         self._master.put(result)
 
+    def _not_started(self, assign: Assign, reason: str) -> ResultEvent:
+        self.log.debug("Not starting {}: the run is cancelled", assign.module)
+        return ResultEvent(
+            self.worker_id, assign.module, assign.attempt, Outcome.CANCELLED,
+            None, f"not started: run cancelled ({reason})", "", time.time(), 0.0,
+        )  # fmt: skip
+
     def _on_interrupt(self, signum: int, frame: Any) -> None:
         if self._interruptible.active:
             raise ModuleCancelled
@@ -323,6 +334,7 @@ class WorkerActor:
         )
 
     def _cancel(self, cancel: Cancel) -> None:
+        self._cancel_reason = cancel.reason
         current = self._current
         if current is None:
             self.log.debug("Cancel received while idle: {}", cancel.reason)
