@@ -229,6 +229,8 @@ class MasterActor:
             self._reporter.worker_joined(worker_id, registration.capabilities)
             caps = registration.capabilities
             self._apply(self.state.worker_registered(worker_id, caps, now))
+        else:
+            self._worker_gone(worker_id)
         instance = worker_id.split(".")[0]
         self._instance_sizes[instance] = registration.instance_workers
         if self.state.workers_may_join and self._all_expected_registered():
@@ -271,16 +273,26 @@ class MasterActor:
         self._apply(self.state.result_received(result, now))
 
     def _apply(self, instructions: list[Instruction]) -> None:
+        # Assignments go out before the console hears of anything, so that
+        # no worker waits while hundreds of "queued" lines are written.
+        unsent = [
+            instruction.worker_id
+            for instruction in instructions
+            if isinstance(instruction, Dispatch) and not self._dispatch(instruction)
+        ]
         for instruction in instructions:
             if isinstance(instruction, Dispatch):
-                self._dispatch(instruction)
+                self._reporter.module_started(instruction)
             elif isinstance(instruction, StatusChange):
                 output = self._outputs.get(instruction.module, "")
                 self._reporter.status_changed(instruction, output)
             elif isinstance(instruction, Finish):
                 self._exit_code = instruction.exit_code
+        for worker_id in dict.fromkeys(unsent):
+            self._worker_gone(worker_id)
 
-    def _dispatch(self, dispatch: Dispatch) -> None:
+    def _dispatch(self, dispatch: Dispatch) -> bool:
+        """Send an assignment, or start a pinned one; return False if unsent."""
         spec = self.graph.specs[dispatch.module]
         inputs = {name: self._results[name] for name in spec.dependencies}
         assign = Assign(dispatch.module, dispatch.attempt, inputs)
@@ -290,21 +302,22 @@ class MasterActor:
             dispatch.attempt,
             dispatch.worker_id,
         )
-        self._reporter.module_started(dispatch)
         if dispatch.worker_id == MASTER_ID:
             self._pinned.start(assign)
-        else:
-            self._send(dispatch.worker_id, assign)
+            return True
+        return self._send(dispatch.worker_id, assign)
 
     def _send(self, worker_id: str, message: object) -> bool:
-        """Send to a worker; one whose mailbox is gone is treated as lost."""
+        """Send to a worker; return False when its mailbox is gone."""
         try:
             self._transport.mailbox(worker_address(worker_id)).put(message)
         except MailboxClosedError:
             self.log.warning("Worker {} is gone: its mailbox is closed", worker_id)
-            self._apply(self.state.worker_lost(worker_id, time.monotonic()))
             return False
         return True
+
+    def _worker_gone(self, worker_id: str) -> None:
+        self._apply(self.state.worker_lost(worker_id, time.monotonic()))
 
     def _report(self, wall_time: float) -> RunReport:
         modules = {
