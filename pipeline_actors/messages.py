@@ -91,6 +91,17 @@ class HeartbeatEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchWorker:
+    """The master accepted a worker: its heartbeats are due from now on.
+
+    The monitor counts the silence from here, so a worker that dies before
+    its first heartbeat is declared lost as well.
+    """
+
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerLostEvent:
     """The heartbeat monitor heard nothing from a worker within the timeout."""
 

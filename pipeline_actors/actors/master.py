@@ -13,7 +13,14 @@ from ..console import Reporter
 from ..execution import restore_filenames
 from ..graph import Graph
 from ..logs import actor_logger
-from ..mailbox import CANCELLER, MASTER, MailboxClosedError, Transport, worker_address
+from ..mailbox import (
+    CANCELLER,
+    MASTER,
+    MONITOR,
+    MailboxClosedError,
+    Transport,
+    worker_address,
+)
 from ..messages import (
     MASTER_ID,
     Assign,
@@ -24,6 +31,7 @@ from ..messages import (
     RegisterWorker,
     ResultEvent,
     ResultRef,
+    WatchWorker,
     Welcome,
     WorkerLostEvent,
 )
@@ -88,6 +96,7 @@ class MasterActor:
         self._transport = transport
         self._inbox = transport.mailbox(MASTER)
         self._canceller = transport.mailbox(CANCELLER)
+        self._monitor = transport.mailbox(MONITOR)
         self._reporter = reporter
         self._expected_workers = expected_workers
         self._find_dead_workers = find_dead_workers
@@ -226,6 +235,7 @@ class MasterActor:
         )
         self._registered.add(worker_id)
         if self._send(worker_id, welcome):
+            self._watch(worker_id)
             self._reporter.worker_joined(worker_id, registration.capabilities)
             caps = registration.capabilities
             self._apply(self.state.worker_registered(worker_id, caps, now))
@@ -237,6 +247,14 @@ class MasterActor:
             self.log.info("Every expected worker has registered")
             self._apply(self.state.close_registration(now))
         self._start_routing_when_ready(now)
+
+    def _watch(self, worker_id: str) -> None:
+        try:
+            self._monitor.put(WatchWorker(worker_id))
+        except MailboxClosedError:
+            self.log.error(
+                "Worker {} cannot be watched: the heartbeat monitor is gone", worker_id
+            )
 
     def _all_expected_registered(self) -> bool:
         if self._expected_workers is not None:

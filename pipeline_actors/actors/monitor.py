@@ -6,9 +6,18 @@ import time
 
 from ..logs import actor_logger
 from ..mailbox import MASTER, MONITOR, MailboxClosedError, Transport
-from ..messages import Cancel, HeartbeatEvent, Shutdown, WorkerLostEvent
+from ..messages import (
+    Cancel,
+    HeartbeatEvent,
+    Shutdown,
+    WatchWorker,
+    WorkerLostEvent,
+)
 from ..settings import RunSettings
 from .process import SupervisorWatch, run_helper_actor
+
+BATCH = 1024
+"""Messages the monitor takes from its mailbox at once, at most."""
 
 
 def monitor_main(transport: Transport, settings: RunSettings) -> None:
@@ -37,19 +46,27 @@ class HeartbeatMonitor:
         self.log.debug("Started; timeout {} s", self.settings.heartbeat_timeout)
         check_every = min(self.settings.heartbeat_interval, 1.0)
         while True:
-            message = self._inbox.get(timeout=check_every)
-            if isinstance(message, Shutdown):
-                self.log.debug("Stopped: {}", message.reason)
-                return 0
-            if isinstance(message, HeartbeatEvent):
-                self.beat_received(message, time.monotonic())
-            elif isinstance(message, Cancel):
-                self.log.debug("Cancel received: {}", message.reason)
-            elif message is None and not self._supervisor.alive():
+            # Every waiting heartbeat is read before any worker is judged:
+            # after this process was starved of CPU, judging each worker
+            # while later heartbeats still wait in the mailbox would declare
+            # live workers lost.
+            messages = self._inbox.get_many(check_every, BATCH)
+            now = time.monotonic()
+            for message in messages:
+                if isinstance(message, Shutdown):
+                    self.log.debug("Stopped: {}", message.reason)
+                    return 0
+                if isinstance(message, HeartbeatEvent):
+                    self.beat_received(message, now)
+                elif isinstance(message, WatchWorker):
+                    self.watch(message.worker_id, now)
+                elif isinstance(message, Cancel):
+                    self.log.debug("Cancel received: {}", message.reason)
+            if not messages and not self._supervisor.alive():
                 self.log.error("Supervisor is gone; stopping")
                 return 1
 
-            for event in self.silent_workers(time.monotonic()):
+            for event in self.silent_workers(now):
                 self.log.warning(
                     "Worker {} lost: no heartbeat for {:.1f} s",
                     event.worker_id,
@@ -60,6 +77,14 @@ class HeartbeatMonitor:
                 except MailboxClosedError:
                     self.log.error("The master is gone; stopping")
                     return 1
+
+    def watch(self, worker_id: str, now: float) -> None:
+        """Expect heartbeats of `worker_id` from `now` on, even after a loss.
+
+        A worker id that registers again belongs to a new process.
+        """
+        self.lost.discard(worker_id)
+        self.last_seen[worker_id] = now
 
     def beat_received(self, beat: HeartbeatEvent, now: float) -> None:
         if beat.worker_id in self.lost:
