@@ -60,5 +60,12 @@ class SupervisorWatch:
             self._process = None
 
     def alive(self) -> bool:
-        # is_running() also compares the start time, so a reused pid reads as gone.
-        return self._process is not None and self._process.is_running()
+        if self._process is None:
+            return False
+        # is_running() also compares the start time, so a reused pid reads as
+        # gone. A dead supervisor stays a zombie until its own parent reaps it.
+        try:
+            running = self._process.is_running()
+            return running and self._process.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
