@@ -36,7 +36,12 @@ from .mailbox.redis import RedisTransport
 from .messages import CancelRequest, ResultRef, Shutdown
 from .module import Module
 from .report import RunReport
-from .runtime import Supervisor, default_start_method, interrupt_cancels
+from .runtime import (
+    MASTER_STOP_SIGNALS,
+    Supervisor,
+    default_start_method,
+    interrupt_cancels,
+)
 from .settings import RunSettings
 
 
@@ -93,7 +98,8 @@ def run_master(
                 transport, master.stored_results, settings.heartbeat_interval,
                 settings.heartbeat_timeout,
             )  # fmt: skip
-            with keepalive.running(), interrupt_cancels(master.request_cancel):
+            stop_signals = interrupt_cancels(master.request_cancel, MASTER_STOP_SIGNALS)
+            with keepalive.running(), stop_signals:
                 report = master.run()
             final_state = (
                 "cancelled" if report.exit_code is ExitCode.CANCELLED else "finished"

@@ -113,7 +113,7 @@ def run_local(
             # all of them spreads the first modules evenly.
             min_workers=workers,
         )
-        with interrupt_cancels(master.request_cancel):
+        with interrupt_cancels(master.request_cancel, MASTER_STOP_SIGNALS):
             report = master.run()
     reporter.run_finished(report)
     return report
@@ -283,24 +283,42 @@ def _ctrl_c_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+MASTER_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""Signals that cancel a run when the master's process receives them.
+
+SIGTERM is what `docker stop` and Kubernetes send by default to stop a container.
+A worker instance keeps the default for SIGTERM: it ends at once, and the
+master retries its modules elsewhere.
+"""
+
+_STOP_REASONS = {
+    signal.SIGINT: "interrupted (Ctrl-C)",
+    signal.SIGTERM: "terminated (SIGTERM)",
+}
+
+
 @contextmanager
-def interrupt_cancels(request_cancel: Callable[[str], None]) -> Iterator[None]:
-    """Turn the first Ctrl-C into a cancel request, and a second into an abort."""
+def interrupt_cancels(
+    request_cancel: Callable[[str], None],
+    signals: Iterable[signal.Signals] = (signal.SIGINT,),
+) -> Iterator[None]:
+    """Turn the first of `signals` into a cancel request, and a second into an abort."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    presses = 0
+    received = 0
 
-    def on_interrupt(signum: int, frame: object) -> None:
-        nonlocal presses
-        presses += 1
-        if presses > 1:
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal received
+        received += 1
+        if received > 1:
             raise KeyboardInterrupt
-        request_cancel("interrupted (Ctrl-C)")
+        request_cancel(_STOP_REASONS[signal.Signals(signum)])
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    previous = {sig: signal.signal(sig, on_signal) for sig in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -10,6 +10,7 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from conftest import REPO_ROOT, run_cli
 
@@ -143,12 +144,22 @@ def test_log_level_shows_actor_records(pipeline_file):
     assert "canceller" in log
 
 
-def test_ctrl_c_stops_everything(pipeline_file):
+def ctrl_c_in_terminal(pid: int) -> None:
+    # A terminal sends Ctrl-C to the whole foreground process group.
+    os.killpg(pid, signal.SIGINT)
+
+
+def sigterm_to_command(pid: int) -> None:
+    # What `docker stop` sends by default.
+    os.kill(pid, signal.SIGTERM)
+
+
+@pytest.mark.parametrize("stop", [ctrl_c_in_terminal, sigterm_to_command])
+def test_stop_signal_ends_everything(pipeline_file, stop):
     path = pipeline_file(SLOW)
     command_pid_file = path.parent / "command.pid"
     napper_file = path.parent / "napper.started"
 
-    # A terminal sends Ctrl-C to the whole foreground process group.
     cli = subprocess.Popen(
         [sys.executable, "-m", "pipeline_actors", str(path), "--local-workers", "2"],
         stdout=subprocess.PIPE,
@@ -164,7 +175,7 @@ def test_ctrl_c_stops_everything(pipeline_file):
     family = psutil.Process(cli.pid).children(recursive=True)
     command_pid = int(command_pid_file.read_text())
 
-    os.killpg(cli.pid, signal.SIGINT)
+    stop(cli.pid)
     out, err = cli.communicate(timeout=30)
 
     assert cli.returncode == 130, err

@@ -6,6 +6,7 @@ import hashlib
 import os
 import pickle
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -593,3 +594,56 @@ def test_prefetch_sends_modules_ahead_over_redis(redis_server, pipeline_file):
     rows = summary_rows(master.stdout)
     assert {worker for _, worker in rows.values()} == {"1.1"}
     assert worker.returncode == 0, worker_err
+
+
+@pytest.mark.timeout(240)
+def test_terminated_worker_instance_is_replaced(redis_server, pipeline_file, tmp_path):
+    run_id = new_run_id()
+    env = instance_env(redis_server, run_id)
+    marker = tmp_path / "first.attempt"
+    path = pipeline_file(
+        f"""
+        import time
+        from pathlib import Path
+        from pipeline_actors import Module
+
+        class Build(Module):
+            def execute(self, ctx):
+                if ctx.attempt == 1:
+                    Path({str(marker)!r}).write_text(ctx.worker_id)
+                    time.sleep(60)
+                return f"built on attempt {{ctx.attempt}}"
+        """
+    )
+    workers = {
+        index: start_worker(env, "--instance-index", index, "--local-workers", "1")
+        for index in ("1", "2")
+    }
+    master = subprocess.Popen(
+        [sys.executable, "-m", "pipeline_actors", str(path), "--local-workers", "0",
+         "--heartbeat-timeout", "4", "--min-workers", "2", "--display", "lines"],
+        env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not marker.exists() or not marker.read_text():
+        assert time.monotonic() < deadline, "the first attempt did not start"
+        assert master.poll() is None
+        time.sleep(0.05)
+    doomed = workers[marker.read_text().split(".")[0]]
+    family = psutil.Process(doomed.pid).children(recursive=True)
+
+    doomed.send_signal(signal.SIGTERM)
+    out, err = master.communicate(timeout=90)
+    results = {index: finish(worker) for index, worker in workers.items()}
+    _, alive = psutil.wait_procs(family, timeout=10)
+
+    assert doomed.returncode == -signal.SIGTERM
+    assert master.returncode == 0, err
+    status, worker_id = summary_rows(out)["Build"]
+    assert status == "succeeded"
+    assert worker_id != marker.read_text()
+    assert "was lost during attempt 1; retrying" in out
+    survivor = next(w for w in workers.values() if w is not doomed)
+    assert survivor.returncode == 0, results
+    assert [p.pid for p in alive] == []
