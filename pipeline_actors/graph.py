@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -102,6 +103,13 @@ def _index_by_name(modules: Iterable[type[Module]]) -> dict[str, type[Module]]:
 
         if not defines_execute(module):
             msg = f"module {module.name!r} ({_where(module)}) does not define execute()"
+            raise InvalidPipelineError(msg)
+        if inspect.iscoroutinefunction(module.execute):
+            msg = (
+                f"module {module.name!r} ({_where(module)}) defines execute() with "
+                "async def, but modules are called synchronously; define it with "
+                "def and run coroutines inside it with asyncio.run()"
+            )
             raise InvalidPipelineError(msg)
         classes[module.name] = module
     return classes

@@ -101,6 +101,27 @@ def test_module_without_execute_is_rejected(pipeline_file):
     assert_nothing_executed(path.parent)
 
 
+def test_async_execute_is_rejected(pipeline_file):
+    path = pipeline_file(
+        MARKER_MODULE
+        + """
+    class Fine(Marker):
+        pass
+
+    class Waiting(Module):
+        depends_on = [Fine]
+
+        async def execute(self, ctx):
+            return 1
+    """
+    )
+
+    result = run_cli(path, "--local-workers", "1")
+
+    assert_rejected(result, "'Waiting'", "execute() with async def")
+    assert_nothing_executed(path.parent)
+
+
 def test_missing_file_is_rejected(tmp_path):
     result = run_cli(tmp_path / "nowhere.py", "--local-workers", "1")
 
