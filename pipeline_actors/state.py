@@ -187,7 +187,7 @@ class MasterState:
         if result.outcome is Outcome.SUCCEEDED:
             self._succeed(record, now, out)
         elif result.outcome is Outcome.CANCELLED:
-            self._conclude(record, ModuleStatus.CANCELLED, result.error, out)
+            self._cancel_one(record, result.error, out)
         else:
             self._fail(record, result.error, out)
         return self._settle(now, out)
@@ -325,7 +325,15 @@ class MasterState:
 
     def _fail(self, record: ModuleRecord, error: str | None, out: list) -> None:
         self._conclude(record, ModuleStatus.FAILED, error, out)
-        reason = f"dependency {record.name!r} failed"
+        self._skip_descendants(record, f"dependency {record.name!r} failed", out)
+
+    def _cancel_one(self, record: ModuleRecord, error: str | None, out: list) -> None:
+        """End a module its worker reported cancelled; its dependents cannot run."""
+        self._conclude(record, ModuleStatus.CANCELLED, error, out)
+        reason = f"dependency {record.name!r} was cancelled"
+        self._skip_descendants(record, reason, out)
+
+    def _skip_descendants(self, record: ModuleRecord, reason: str, out: list) -> None:
         for name in self.graph.descendants(record.name):
             dependent = self.records[name]
             if not dependent.status.is_terminal:
@@ -399,7 +407,8 @@ class MasterState:
         if self.cancel_reason is not None:
             return ExitCode.CANCELLED
         statuses = {record.status for record in self.records.values()}
-        if ModuleStatus.FAILED in statuses:
+        # Without a cancel of the run, a cancelled module did not do its work.
+        if statuses & {ModuleStatus.FAILED, ModuleStatus.CANCELLED}:
             return ExitCode.FAILED
         return ExitCode.OK
 

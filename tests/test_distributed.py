@@ -603,7 +603,6 @@ def test_terminated_worker_instance_is_replaced(redis_server, pipeline_file, tmp
     marker = tmp_path / "first.attempt"
     path = pipeline_file(
         f"""
-        import time
         from pathlib import Path
         from pipeline_actors import Module
 
@@ -611,7 +610,7 @@ def test_terminated_worker_instance_is_replaced(redis_server, pipeline_file, tmp
             def execute(self, ctx):
                 if ctx.attempt == 1:
                     Path({str(marker)!r}).write_text(ctx.worker_id)
-                    time.sleep(60)
+                    ctx.run("sleep", "60")
                 return f"built on attempt {{ctx.attempt}}"
         """
     )

@@ -65,6 +65,9 @@ platform_sets = st.one_of(
 )
 """Operating systems a module is restricted to, often none."""
 
+outcomes = st.sampled_from((Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED))
+"""Outcomes a worker reports; a cancelled one comes from a worker cut short."""
+
 
 @st.composite
 def graphs(draw, max_modules: int = 8) -> Graph:
@@ -220,12 +223,12 @@ class SchedulerMachine(RuleBasedStateMachine):
             assert reported is not None, f"{module} failed without waiting: {detail}"
             assert float(reported.group(1)) >= CAPABILITY_TIMEOUT
 
-    def deliver(self, worker_id: str, module: str, attempt: int, success: bool):
-        outcome = Outcome.SUCCEEDED if success else Outcome.FAILED
+    def deliver(self, worker_id: str, module: str, attempt: int, outcome: Outcome):
+        success = outcome is Outcome.SUCCEEDED
         event = ResultEvent(
             worker_id, module, attempt, outcome,
             b"" if success else None,
-            None if success else "RuntimeError: failed on purpose",
+            None if success else f"{outcome.value} on purpose",
             "", self.now, 0.0,
         )  # fmt: skip
         self.apply(self.state.result_received(event, self.now))
@@ -243,11 +246,11 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.register(capabilities)
 
     @precondition(lambda self: self.holdings)
-    @rule(data=st.data(), success=st.booleans())
-    def finish(self, data, success):
+    @rule(data=st.data(), outcome=outcomes)
+    def finish(self, data, outcome):
         worker_id = data.draw(st.sampled_from(sorted(self.holdings)))
         module, attempt = self.take_next(worker_id)
-        self.deliver(worker_id, module, attempt, success)
+        self.deliver(worker_id, module, attempt, outcome)
 
     def take_next(self, worker_id: str) -> tuple[str, int]:
         """Remove and return the module `worker_id` runs first."""
@@ -267,12 +270,12 @@ class SchedulerMachine(RuleBasedStateMachine):
         self.apply(self.state.worker_lost(worker_id, self.now))
 
     @precondition(lambda self: self.orphans)
-    @rule(data=st.data(), success=st.booleans())
-    def finish_late(self, data, success):
+    @rule(data=st.data(), outcome=outcomes)
+    def finish_late(self, data, outcome):
         """Deliver the result of an attempt whose worker was declared lost."""
         index = data.draw(st.integers(0, len(self.orphans) - 1))
         worker_id, module, attempt = self.orphans.pop(index)
-        self.deliver(worker_id, module, attempt, success)
+        self.deliver(worker_id, module, attempt, outcome)
 
     @rule(seconds=st.integers(min_value=1, max_value=10))
     def tick(self, seconds):
@@ -300,7 +303,7 @@ class SchedulerMachine(RuleBasedStateMachine):
             if self.holdings:
                 for worker_id in sorted(self.holdings):
                     module, attempt = self.take_next(worker_id)
-                    self.deliver(worker_id, module, attempt, True)
+                    self.deliver(worker_id, module, attempt, Outcome.SUCCEEDED)
             else:
                 self.now += CAPABILITY_TIMEOUT + 1
                 self.apply(self.state.timer_fired(self.now))
@@ -323,7 +326,8 @@ class SchedulerMachine(RuleBasedStateMachine):
             return
         for name, record in self.state.records.items():
             assert record.status.is_terminal, f"{name} is {record.status.value}"
-        failed = ModuleStatus.FAILED in self.statuses.values()
+        unfinished = {ModuleStatus.FAILED, ModuleStatus.CANCELLED}
+        failed = bool(unfinished & set(self.statuses.values()))
         expected = ExitCode.FAILED if failed else ExitCode.OK
         assert self.exit_codes == [expected]
 

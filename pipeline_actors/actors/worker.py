@@ -102,6 +102,9 @@ class WorkerActor:
         self._modules: dict[str, type[Module]] = {}
         self._current: Context | None = None
         self._cancel_reason: str | None = None
+        # Held by the main thread while it sends a result, and taken for good
+        # by `_abandon`, so that no result of a module cut short goes out.
+        self._sending = threading.Lock()
         self._interruptible = Interruptible()
         self._heartbeat_interval = settings.heartbeat_interval
 
@@ -170,7 +173,8 @@ class WorkerActor:
         timeout = self.settings.heartbeat_interval
         if result is None:
             return self._inbox.get(timeout=timeout)
-        return self._master.put_then_get(result, self._inbox, timeout)
+        with self._sending:
+            return self._master.put_then_get(result, self._inbox, timeout)
 
     def _check_while_idle(self, welcomed: bool, registered_at: float) -> int | None:
         """Return an exit code when there is no point in waiting any longer."""
@@ -266,7 +270,8 @@ class WorkerActor:
         )
         if duration < CHILD_SWEEP_AFTER:
             return result
-        self._master.put(result)
+        with self._sending:
+            self._master.put(result)
         self._end_leftover_children()
         return None
 
@@ -277,7 +282,8 @@ class WorkerActor:
             self.worker_id, assign.module, assign.attempt, Outcome.FAILED,
             None, error, "", time.time(), 0.0,
         )  # fmt: skip
-        self._master.put(result)
+        with self._sending:
+            self._master.put(result)
 
     def _not_started(self, assign: Assign, reason: str) -> ResultEvent:
         self.log.debug("Not starting {}: the run is cancelled", assign.module)
@@ -344,8 +350,14 @@ class WorkerActor:
         signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
 
     def _abandon(self) -> None:
-        """Exit at once: the supervisor died, so no master is left to take a result."""
+        """Exit at once because the supervisor died, sending no result.
+
+        Over Redis the master may live on, on another machine. It must see
+        this worker lost and retry the module elsewhere, not receive the
+        outcome of a module that was cut short.
+        """
         self.log.error("Supervisor is gone; ending the running module and exiting")
+        self._sending.acquire(timeout=self._heartbeat_interval + 1)
         current = self._current
         if current is not None:
             current._mark_cancelled()
