@@ -161,8 +161,7 @@ class MasterState:
     ) -> list[Instruction]:
         out: list[Instruction] = []
         # A worker that registers again was restarted: what it held is lost.
-        for module, _ in self._held.pop(worker_id, ()):
-            self._recover(module, worker_id, now, out)
+        self._give_back(worker_id, now, out)
         caps = frozenset(c.lower() for c in capabilities)
         self._workers[worker_id] = WorkerView(worker_id, caps, is_master=is_master)
         return self._settle(now, out)
@@ -200,8 +199,7 @@ class MasterState:
             return out
         self._workers[worker_id] = replace(worker, alive=False, idle=False)
 
-        for module, _ in self._held.pop(worker_id, ()):
-            self._recover(module, worker_id, now, out)
+        self._give_back(worker_id, now, out)
         return self._settle(now, out)
 
     def cancel(self, reason: str, now: float) -> list[Instruction]:
@@ -339,6 +337,36 @@ class MasterState:
             if not dependent.status.is_terminal:
                 self._ready.remove(name)
                 self._conclude(dependent, ModuleStatus.SKIPPED, reason, out)
+
+    def _give_back(self, worker_id: str, now: float, out: list) -> None:
+        """Retry what a lost worker held; only the first module had started.
+
+        A worker runs what it holds in order, so the modules sent ahead
+        behind the first were still waiting, and they are not charged an
+        attempt.
+        """
+        held = self._held.pop(worker_id, [])
+        for index, (name, _) in enumerate(held):
+            if index == 0:
+                self._recover(name, worker_id, now, out)
+            else:
+                self._requeue_unstarted(name, worker_id, now, out)
+
+    def _requeue_unstarted(
+        self, name: str, worker_id: str, now: float, out: list
+    ) -> None:
+        record = self.records[name]
+        if record.status is not ModuleStatus.RUNNING:
+            return
+        record.attempts -= 1
+        record.worker_id = None
+        if self.cancel_reason is not None:
+            detail = f"not started: run cancelled ({self.cancel_reason})"
+            self._conclude(record, ModuleStatus.CANCELLED, detail, out)
+            return
+        self._enqueue(name, now, out)
+        detail = f"worker {worker_id} was lost before it started it; queued again"
+        out[-1] = StatusChange(name, ModuleStatus.QUEUED, detail=detail)
 
     def _recover(self, name: str, worker_id: str, now: float, out: list) -> None:
         record = self.records[name]

@@ -5,7 +5,13 @@ from __future__ import annotations
 from pipeline_actors.errors import ExitCode
 from pipeline_actors.graph import Graph, ModuleSpec
 from pipeline_actors.messages import MASTER_ID, Outcome, ResultEvent
-from pipeline_actors.state import Dispatch, Finish, MasterState, ModuleStatus
+from pipeline_actors.state import (
+    Dispatch,
+    Finish,
+    MasterState,
+    ModuleStatus,
+    StatusChange,
+)
 
 
 def spec(name, *deps, requires=(), pinned=False, duration=1.0) -> ModuleSpec:
@@ -31,6 +37,12 @@ def started(graph: Graph, workers=("1", "2"), **options) -> tuple[MasterState, l
 
 def dispatches(instructions) -> list[Dispatch]:
     return [i for i in instructions if isinstance(i, Dispatch)]
+
+
+def changes_of(instructions, module: str) -> list[StatusChange]:
+    return [
+        i for i in instructions if isinstance(i, StatusChange) and i.module == module
+    ]
 
 
 def result(dispatch: Dispatch, outcome=Outcome.SUCCEEDED, error=None) -> ResultEvent:
@@ -281,12 +293,14 @@ def test_prefetch_waits_for_an_idle_capable_worker_first():
 
 
 def test_lost_worker_returns_modules_sent_ahead():
-    state, out = started(fan_out(4), prefetch=1)
-    held = [module for module, _ in state.held_by("1")]
+    state, out = started(fan_out(4), prefetch=1, max_attempts=1)
+    running, waiting = (module for module, _ in state.held_by("1"))
 
     out = state.worker_lost("1", 1.0)
 
-    retried = sorted(d.module for d in dispatches(out))
-    assert retried == []
-    assert all(state.records[m].status is ModuleStatus.QUEUED for m in held)
+    assert dispatches(out) == []
     assert state.held_by("1") == []
+    assert state.records[running].status is ModuleStatus.FAILED
+    assert state.records[waiting].status is ModuleStatus.QUEUED
+    assert state.records[waiting].attempts == 0
+    assert "lost before it started it" in changes_of(out, waiting)[-1].detail
