@@ -156,7 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except KeyboardInterrupt:
         print(
-            "stopped by a second Ctrl-C: running modules were killed", file=sys.stderr
+            "stopped by a second stop signal: running modules were killed",
+            file=sys.stderr,
         )
         return ExitCode.CANCELLED
     except InvalidPipelineError as exc:

@@ -154,7 +154,14 @@ def sigterm_to_command(pid: int) -> None:
     os.kill(pid, signal.SIGTERM)
 
 
-@pytest.mark.parametrize("stop", [ctrl_c_in_terminal, sigterm_to_command])
+def sigterm_to_group(pid: int) -> None:
+    # What `timeout` and `kill -- -PGID` send.
+    os.killpg(pid, signal.SIGTERM)
+
+
+@pytest.mark.parametrize(
+    "stop", [ctrl_c_in_terminal, sigterm_to_command, sigterm_to_group]
+)
 def test_stop_signal_ends_everything(pipeline_file, stop):
     path = pipeline_file(SLOW)
     command_pid_file = path.parent / "command.pid"

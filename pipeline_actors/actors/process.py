@@ -20,12 +20,22 @@ def prepare_actor_process(
 ) -> None:
     """Set up a freshly started actor process of a local run.
 
-    Ctrl-C reaches every process of the terminal's process group. Actor
-    processes ignore it, so that the supervisor's canceller turns it into one
-    orderly stop instead of each process dying on its own.
+    Ctrl-C reaches every process of the terminal's process group, and
+    `timeout` or `kill -- -PGID` send SIGTERM to a whole group. Actor
+    processes ignore both, so that the supervisor turns them into one orderly
+    stop instead of each process dying on its own and leaving the commands
+    of its module running.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A handler that does nothing, not SIG_IGN: an ignored signal would stay
+    # ignored in the commands that modules start, while a handler is reset to
+    # the default when they start.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _do_nothing)
     logs.configure(settings.log_level, log_stream)
+
+
+def _do_nothing(signum: int, frame: Any) -> None:
+    pass
 
 
 def run_helper_actor(
