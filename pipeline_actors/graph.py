@@ -104,7 +104,8 @@ def _index_by_name(modules: Iterable[type[Module]]) -> dict[str, type[Module]]:
         if not defines_execute(module):
             msg = f"module {module.name!r} ({_where(module)}) does not define execute()"
             raise InvalidPipelineError(msg)
-        if inspect.iscoroutinefunction(module.execute):
+        execute = module.execute
+        if inspect.iscoroutinefunction(execute) or inspect.isasyncgenfunction(execute):
             msg = (
                 f"module {module.name!r} ({_where(module)}) defines execute() with "
                 "async def, but modules are called synchronously; define it with "

@@ -77,6 +77,15 @@ def test_module_without_execute_is_rejected():
         Graph.build([Lazy])
 
 
+def test_async_generator_execute_is_rejected():
+    class Streams(Module):
+        async def execute(self, ctx):
+            yield 1
+
+    with pytest.raises(InvalidPipelineError, match=r"'Streams'.*with async def"):
+        Graph.build([Streams])
+
+
 def test_declaration_types_are_checked():
     with pytest.raises(InvalidPipelineError, match="depends_on must be a list"):
 
