@@ -9,7 +9,7 @@ every test runs exactly once. `Wheel` builds a wheel into ``build/wheels``.
 test, with at least one test, and prints the counts and where the wheel is.
 
 Every command runs with the interpreter that runs the pipeline, which needs
-the project's test and lint extras (``pip install -e '.[test,lint]'``).
+the project's test extras, ruff included (``pip install -e '.[test]'``).
 
 Environment variables, read when the pipeline is imported:
     PIPELINE_ACTORS_SHARDS: The number of test shards, 4 by default.

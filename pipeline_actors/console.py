@@ -157,9 +157,14 @@ class LiveReporter(Reporter):
 
 
 def describe_start(modules: int, workers: int | None) -> str:
+    counted = _count(modules, "module")
     if workers is None:
-        return f"{modules} modules, on the workers that register over Redis"
-    return f"{modules} modules on {workers} workers"
+        return f"{counted}, on the workers that register over Redis"
+    return f"{counted} on {_count(workers, 'worker')}"
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def describe(change: StatusChange) -> str:
