@@ -88,8 +88,7 @@ def _index_by_name(modules: Iterable[type[Module]]) -> dict[str, type[Module]]:
     classes: dict[str, type[Module]] = {}
     for module in modules:
         if not (isinstance(module, type) and issubclass(module, Module)):
-            msg = f"{module!r} is not a Module subclass"
-            raise InvalidPipelineError(msg)
+            raise InvalidPipelineError(_not_a_module(module))
 
         other = classes.get(module.name)
         if other is module:
@@ -114,6 +113,16 @@ def _index_by_name(modules: Iterable[type[Module]]) -> dict[str, type[Module]]:
             raise InvalidPipelineError(msg)
         classes[module.name] = module
     return classes
+
+
+def _not_a_module(value: object) -> str:
+    if isinstance(value, (list, tuple, set)):
+        return (
+            f"a {type(value).__name__} of modules was given where a Module "
+            "subclass was expected; pass the modules one by one, as in "
+            "Pipeline(*modules)"
+        )
+    return f"{value!r} is not a Module subclass"
 
 
 def _where(module: type[Module]) -> str:

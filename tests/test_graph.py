@@ -86,6 +86,20 @@ def test_async_generator_execute_is_rejected():
         Graph.build([Streams])
 
 
+def test_list_of_modules_gets_a_hint():
+    class Alone(Module):
+        def execute(self, ctx):
+            return 1
+
+    with pytest.raises(InvalidPipelineError, match=r"as in Pipeline\(\*modules\)"):
+        Graph.build([[Alone]])
+
+
+def test_other_object_is_not_a_module():
+    with pytest.raises(InvalidPipelineError, match="'lint' is not a Module subclass"):
+        Graph.build(["lint"])
+
+
 def test_declaration_types_are_checked():
     with pytest.raises(InvalidPipelineError, match="depends_on must be a list"):
 
